@@ -1,0 +1,8 @@
+"""modmeta: meta-learning on PyTorch, with modular meta-learning at its heart."""
+
+from modmeta import adapt, learners, losses, meta, models, tasks
+from modmeta.evaluate import Evaluation, evaluate
+
+__version__ = "0.1.0"
+
+__all__ = ["Evaluation", "adapt", "evaluate", "learners", "losses", "meta", "models", "tasks"]

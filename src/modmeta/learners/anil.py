@@ -1,0 +1,26 @@
+"""ANIL, "almost no inner loop" (Raghu, Raghu, Bengio and Vinyals, ICLR 2020).
+
+MAML in which only the head adapts: ``w'_i = w − α ∇_w L_{T_i}^{support}(f_{θ, w})`` while
+the body ``θ`` stays fixed per task; both are meta-learned by
+``∇_{(θ, w)} Σ_i L_{T_i}^{query}(f_{θ, w'_i})``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import nn
+
+from modmeta.adapt import InnerRates
+from modmeta.learners.gradient import GradientLearner
+from modmeta.meta.execution import Execution
+
+
+class ANIL(GradientLearner):
+    """MAML adapting only the parameters under ``head`` (a prefix list; default ``("head",)``)."""
+
+    def __init__(self, model: nn.Module, inner_lr: float = 0.4, inner_steps: int = 1,
+                 head: Sequence[str] = ("head",), first_order: bool = False,
+                 execution: Execution = "auto") -> None:
+        super().__init__(model, inner_steps, InnerRates("fixed", inner_lr), first_order=first_order,
+                         adapt_only=head, execution=execution)

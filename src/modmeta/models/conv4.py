@@ -1,0 +1,55 @@
+"""Conv4, the standard few-shot image backbone (Vinyals et al. 2016; Finn et al. 2017)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+from modmeta.models.batchnorm import BatchNorm
+
+
+class Conv4(nn.Module):
+    """Four blocks of [3×3 conv with ``hidden`` filters, BatchNorm, ReLU, downsampling], then a
+    linear ``head``.
+
+    ``downsample="maxpool"`` is the standard block (max-pool 2 after each ReLU, features
+    flattened). ``downsample="stride"`` is MAML's Omniglot variant: stride-2 convolutions, no
+    pooling, and the features averaged over space before the head. BatchNorm uses batch
+    statistics only (see :mod:`modmeta.models.batchnorm`).
+    """
+
+    def __init__(
+        self,
+        out: int,
+        in_channels: int = 1,
+        hidden: int = 64,
+        image_size: int = 28,
+        downsample: Literal["maxpool", "stride"] = "maxpool",
+    ) -> None:
+        super().__init__()
+        if downsample not in ("maxpool", "stride"):
+            raise ValueError(f"downsample must be 'maxpool' or 'stride', got {downsample!r}")
+        stride = 2 if downsample == "stride" else 1
+        blocks: list[nn.Module] = []
+        for i in range(4):
+            blocks += [
+                nn.Conv2d(in_channels if i == 0 else hidden, hidden, 3, stride=stride, padding=1),
+                BatchNorm(hidden),
+                nn.ReLU(),
+            ]
+            if downsample == "maxpool":
+                blocks.append(nn.MaxPool2d(2))
+        self.features = nn.Sequential(*blocks)
+        self.average = downsample == "stride"
+        with torch.no_grad():
+            probe = self._embed(torch.zeros(2, in_channels, image_size, image_size))
+        self.head = nn.Linear(probe.shape[1], out)
+
+    def _embed(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.features(x)
+        return h.mean((2, 3)) if self.average else h.flatten(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self._embed(x))
