@@ -38,5 +38,6 @@ MODELS: dict[str, Entry] = {
 
 TASKS: dict[str, Entry] = {
     "sinusoid": Entry(tasks.Sinusoid, "sine regression of MAML: A in [0.1, 5], phase in [0, pi], x in [-5, 5]"),
+    "omniglot": Entry(tasks.Omniglot, "Omniglot N-way K-shot from the official archives (Lake et al. 2015)"),
     "npz": Entry(tasks.ClassificationFamily.from_npz, "N-way K-shot episodes from your own .npz of labelled arrays"),
 }
