@@ -2,7 +2,8 @@
 
 from modmeta import adapt, learners, losses, meta, models, tasks
 from modmeta.evaluate import Evaluation, evaluate
+from modmeta.train import Trainer
 
 __version__ = "0.1.0"
 
-__all__ = ["Evaluation", "adapt", "evaluate", "learners", "losses", "meta", "models", "tasks"]
+__all__ = ["Evaluation", "Trainer", "adapt", "evaluate", "learners", "losses", "meta", "models", "tasks"]

@@ -1,0 +1,320 @@
+"""Run configs: one YAML file records every choice of a run, checked against a schema.
+
+A config names a task family, a model and a learner from :mod:`modmeta.registry`, each with
+the keyword arguments its constructor takes, and the training and evaluation settings::
+
+    tasks:   {name: sinusoid, shots: 10, queries: 10}
+    model:   {name: mlp, hidden: [40, 40]}          # out (and in_features) come from the tasks
+    learner: {name: maml, inner_lr: 0.01, inner_steps: 1}
+    train:   {iterations: 70000, meta_batch: 25, optimizer: adam, lr: 0.001, seed: 0}
+    eval:    {episodes: 600, steps: 10, seed: 0}
+
+The schema is pydantic's; a key that does not exist, a value of the wrong type or an argument
+a constructor does not take is refused with the key's path and, for a typo, the closest valid
+name. ``--set a.b=value`` assignments are applied before validation, their values read as YAML.
+Relative paths inside a config (a data ``root``) are relative to the working directory.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from modmeta import registry
+from modmeta.learners.base import Learner
+from modmeta.tasks.base import TaskFamily
+from modmeta.train import Trainer, checkpoint
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+# Model arguments filled from the task family when the config leaves them out.
+INFERRED = ("out", "in_features", "in_channels", "image_size")
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML's safe loader, also reading ``1e-3`` (no dot) as a number, as YAML 1.2 does."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
+
+
+def read_yaml(text: str) -> Any:
+    """Plain data from YAML text (safe: no objects are built)."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506  (_Loader is a SafeLoader)
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used, with one line saying which key and why."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Component(BaseModel):
+    """A registry name plus the keyword arguments of its constructor."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class TrainConfig(_Section):
+    """The outer loop (see :class:`modmeta.Trainer` for what each setting does)."""
+
+    iterations: int = Field(ge=1)
+    meta_batch: int = Field(25, ge=1)
+    optimizer: Literal["adam", "sgd"] = "adam"
+    lr: float = Field(1e-3, gt=0)
+    schedule: Literal["constant", "linear"] = "constant"
+    seed: int = 0
+    val_every: int = Field(1000, ge=0)
+    val_episodes: int = Field(100, ge=1)
+    val_seed: int = 1
+    checkpoint_every: int = Field(1000, ge=1)
+    log_every: int = Field(100, ge=1)
+
+
+class EvalConfig(_Section):
+    """The meta-test protocol: ``episodes`` test episodes drawn with ``seed``, scored after
+    ``steps`` adaptation steps (``null``: the learner's training number).
+
+    ``tasks`` holds task-family arguments that differ at validation and test from training,
+    e.g. ``{ways: 5, queries: 15}`` after Prototypical Networks' 60-way training episodes."""
+
+    episodes: int = Field(600, ge=1)
+    steps: int | None = Field(None, ge=0)
+    seed: int = 0
+    tasks: dict[str, Any] = Field(default_factory=dict)
+
+
+class Config(_Section):
+    """Every choice of a run."""
+
+    tasks: Component
+    model: Component
+    learner: Component
+    train: TrainConfig
+    eval: EvalConfig = EvalConfig()
+    dtype: Literal["float32", "float64"] = "float32"
+    device: str = "cpu"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data, as written to a run's ``config.yaml``."""
+        return self.model_dump(mode="json")
+
+
+@dataclass
+class Run:
+    """What a config builds: its learner and its task family (on the training split)."""
+
+    config: Config
+    learner: Learner
+    tasks: TaskFamily
+    checkpoint: Path | None = None  # where the learner's weights came from, if not fresh
+    iteration: int = 0
+
+
+def restore(folder: str | Path) -> Run:
+    """The run trained into ``folder``: its config rebuilt, with the learner's weights from
+    ``best.pt`` (the best validation) or, without one, from ``last.pt``."""
+    folder = Path(folder)
+    path = folder / "config.yaml"
+    if not path.is_file():
+        raise ConfigError(f"{folder} holds no run: there is no {path} (train one with `modmeta train`)")
+    run = build(parse(read_yaml(path.read_text()), source=str(path)))
+    best = folder / checkpoint.BEST
+    found = (best, checkpoint.load(best)) if best.exists() else checkpoint.latest(folder)
+    if found is None:
+        raise ConfigError(f"{folder} holds no checkpoint yet (best.pt, last.pt or previous.pt)")
+    run.learner.load_state_dict(found[1]["learner"])
+    run.checkpoint, run.iteration = found[0], found[1]["iteration"]
+    return run
+
+
+def load(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read, override (``"a.b=value"`` strings) and validate the YAML config at ``path``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"no config file at {path}")
+    try:
+        data = read_yaml(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path} is not valid YAML{where}: {getattr(e, 'problem', None) or e}") from None
+    return parse(apply_overrides(data, overrides), source=str(path))
+
+
+def apply_overrides(data: Any, overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """``data`` with each ``"a.b=value"`` assignment applied; ``value`` is read as YAML."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"a config is a mapping of keys to values, got a {type(data).__name__}")
+    for item in overrides:
+        key, eq, text = item.partition("=")
+        if not eq or not key.strip():
+            raise ConfigError(f"--set {item!r}: write it as key.path=value, e.g. learner.inner_lr=0.01")
+        try:
+            value = read_yaml(text)
+        except yaml.YAMLError:
+            value = text
+        node = data
+        parts = key.strip().split(".")
+        for i, part in enumerate(parts[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {item!r}: {'.'.join(parts[:i + 1])} is a value, not a section")
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def parse(data: dict[str, Any], source: str = "config") -> Config:
+    """Validate plain data as a :class:`Config`, including each component's arguments."""
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as e:
+        errors = sorted(e.errors(), key=lambda err: err["type"] != "extra_forbidden")  # typos first
+        raise ConfigError(f"{source}: " + "; ".join(map(_describe, errors))) from None
+    problems = [
+        *_check_component(config.tasks, "tasks", registry.TASKS, skip=0),
+        *_check_component(config.model, "model", registry.MODELS, skip=0),
+        *_check_component(config.learner, "learner", registry.LEARNERS, skip=1),
+    ]
+    if config.eval.tasks:
+        merged = Component(name=config.tasks.name, **(config.tasks.kwargs | config.eval.tasks))
+        problems += _check_component(merged, "eval.tasks", registry.TASKS, skip=0)
+    if problems:
+        raise ConfigError(f"{source}: " + "; ".join(problems))
+    return config
+
+
+def build(config: Config) -> Run:
+    """The learner and training task family of ``config``, with the model seeded by
+    ``train.seed``. The config returned in the :class:`Run` has the model arguments that were
+    filled from the task family written in (``out``, ``in_features``, ...)."""
+    tasks = _construct("tasks", registry.TASKS[config.tasks.name].build, **config.tasks.kwargs)
+    model_kwargs = _inferred_model_kwargs(config.model, tasks) | config.model.kwargs
+    torch.manual_seed(config.train.seed)
+    model = _construct("model", registry.MODELS[config.model.name].build, **model_kwargs)
+    learner = _construct("learner", registry.LEARNERS[config.learner.name].build, model, **config.learner.kwargs)
+    learner.to(device=config.device, dtype=DTYPES[config.dtype])
+    resolved = config.model_copy(update={"model": Component(name=config.model.name, **model_kwargs)})
+    return Run(resolved, learner, tasks)
+
+
+def trainer(run: Run, out: str | Path | None = None, progress: bool = True) -> Trainer:
+    """A :class:`modmeta.Trainer` with the config's training settings."""
+    t = run.config.train
+    val = evaluation_tasks(run).split("val") if t.val_every else None
+    return Trainer(
+        run.learner, run.tasks, meta_batch=t.meta_batch, optimizer=t.optimizer, lr=t.lr, seed=t.seed,
+        schedule=t.schedule, val_tasks=val, val_every=t.val_every, val_episodes=t.val_episodes,
+        val_seed=t.val_seed, out=out, checkpoint_every=t.checkpoint_every, log_every=t.log_every,
+        progress=progress, config=run.config.to_dict(),
+    )
+
+
+def evaluation_tasks(run: Run) -> TaskFamily:
+    """The task family validation and test episodes come from: the training family, or the
+    same one rebuilt with the config's ``eval.tasks`` arguments (split still to be chosen)."""
+    overrides = run.config.eval.tasks
+    if not overrides:
+        return run.tasks
+    build = registry.TASKS[run.config.tasks.name].build
+    return _construct("eval.tasks", build, **(run.config.tasks.kwargs | overrides))
+
+
+def _construct(section: str, build: Any, *args: Any, **kwargs: Any) -> Any:
+    """``build(*args, **kwargs)``; its errors become one config line naming the section."""
+    try:
+        return build(*args, **kwargs)
+    except (ValueError, TypeError, KeyError, OSError) as e:
+        raise ConfigError(f"{section}: {e}") from None
+
+
+def _inferred_model_kwargs(model: Component, tasks: TaskFamily) -> dict[str, Any]:
+    """Model arguments read off the task family: output width and input shape.
+
+    ``out`` is the family's ``output_size``; for vectors ``[F]``, ``in_features = F``; for
+    images ``[C, H, W]``, ``in_channels = C`` and ``image_size = W``. Only arguments the
+    model's constructor takes and the config leaves out are filled.
+    """
+    takes = set(inspect.signature(registry.MODELS[model.name].build).parameters) - set(model.kwargs)
+    wanted = takes.intersection(INFERRED)
+    if not wanted:
+        return {}
+    shape = tuple(tasks.sample(1, torch.Generator().manual_seed(0)).x_support.shape[2:])
+    found: dict[str, Any] = {"out": tasks.output_size}
+    if len(shape) == 1:
+        found["in_features"] = shape[0]
+    if len(shape) == 3:
+        found["in_channels"], found["image_size"] = shape[0], shape[2]
+    return {k: v for k, v in found.items() if k in wanted}
+
+
+def _check_component(component: Component, section: str, table: dict[str, registry.Entry],
+                     skip: int) -> list[str]:
+    """Problems with a component: an unknown name, arguments its constructor does not take,
+    required ones missing. ``skip`` leading parameters are filled by modmeta (a learner's model)."""
+    if component.name not in table:
+        return [f"{section}.name: unknown {section} {component.name!r}{_suggest(component.name, table)} "
+                f"(`modmeta list` shows them all)"]
+    params = list(inspect.signature(table[component.name].build).parameters.values())[skip:]
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return []
+    named = [p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    problems = []
+    for key in component.kwargs:
+        if section == "tasks" and key == "split":
+            problems.append("tasks.split: modmeta picks the split (train to train, val to validate, "
+                            "test to evaluate); remove this key")
+        elif key not in named:
+            problems.append(f"{section}.{key}: unknown argument of {section} {component.name!r}"
+                            f"{_suggest(key, named, prefix=section + '.')}; it takes {', '.join(named)}")
+    auto = INFERRED if section == "model" else ()
+    for p in params:
+        if (p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+                and p.name not in component.kwargs and p.name not in auto):
+            problems.append(f"{section}.{p.name}: required by {section} {component.name!r}, but missing")
+    return problems
+
+
+def _describe(err: dict[str, Any]) -> str:
+    """One pydantic error as ``path: what is wrong``, with a suggestion for a misspelt key."""
+    loc = [str(part) for part in err["loc"]]
+    path = ".".join(loc)
+    if err["type"] == "extra_forbidden":
+        valid = _fields_at(Config, loc[:-1])
+        prefix = ".".join(loc[:-1]) + "." if len(loc) > 1 else ""
+        return f"{path}: unknown key{_suggest(loc[-1], valid, prefix)}; valid keys here: {', '.join(valid)}"
+    if err["type"] == "missing":
+        return f"{path}: required key missing"
+    got = repr(err["input"])
+    return f"{path}: {err['msg']} (got {got if len(got) <= 60 else got[:57] + '...'})"
+
+
+def _fields_at(model: type[BaseModel], loc: list[str]) -> list[str]:
+    """The field names of the section of ``model`` at ``loc``."""
+    for part in loc:
+        model = model.model_fields[part].annotation
+    return list(model.model_fields)
+
+
+def _suggest(word: str, choices: Any, prefix: str = "") -> str:
+    """``"; did you mean 'x'?"`` for the closest of ``choices``, or nothing."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f"; did you mean {prefix}{close[0]}?" if close else ""

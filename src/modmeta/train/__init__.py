@@ -1,0 +1,6 @@
+"""Training: the outer loop, checkpoints that resume exactly, and safe loading."""
+
+from modmeta.train.checkpoint import CheckpointError
+from modmeta.train.trainer import Diverged, Trainer
+
+__all__ = ["CheckpointError", "Diverged", "Trainer"]

@@ -1,0 +1,311 @@
+"""The outer loop: meta-batches, the outer optimizer, validation, checkpoints, a progress bar.
+
+One iteration is ``zero_grad; learner.meta_backward(tasks.sample(meta_batch, generator));
+step``. Every random draw comes from the trainer's task generator and torch's global RNG, both
+seeded from ``seed`` and both stored in each checkpoint with the learner, the optimizer and
+the running log, so a run resumed from any checkpoint continues exactly as if it had never
+stopped: same parameters, same logged numbers, bit for bit.
+
+With ``out`` set, the run folder holds ``metrics.jsonl`` (one JSON object per logged step: the
+training loss and metric averaged since the last log line, and each validation), ``last.pt``
+and ``previous.pt`` (the two newest checkpoints), ``best.pt`` (the checkpoint with the best
+validation metric: highest accuracy or lowest MSE) and, when the ``tensorboard`` package is
+installed, TensorBoard event files under ``tensorboard/``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from tqdm import tqdm
+
+from modmeta import losses
+from modmeta.evaluate import Evaluation, evaluate
+from modmeta.learners.base import Learner
+from modmeta.tasks.base import TaskFamily
+from modmeta.train import checkpoint
+
+Optimizer = Literal["adam", "sgd"]
+Schedule = Literal["constant", "linear"]
+METRICS = "metrics.jsonl"
+
+
+class Diverged(RuntimeError):
+    """The loss or the meta-gradient stopped being finite."""
+
+
+class Trainer:
+    """Meta-trains ``learner`` on tasks of ``tasks``.
+
+    - ``meta_batch`` tasks per iteration; the outer ``optimizer`` (``"adam"`` or ``"sgd"``)
+      at rate ``lr``, constant or decayed linearly to zero over the run (``schedule``).
+    - Every ``val_every`` iterations (and at the last one), :func:`modmeta.evaluate` on
+      ``val_episodes`` episodes of ``val_tasks`` drawn with ``val_seed``; 0 turns it off.
+    - Every ``log_every`` iterations a line of ``metrics.jsonl``; every ``checkpoint_every``
+      iterations (and at the last one) a checkpoint in ``out``. Without ``out`` nothing is
+      written.
+    - ``config`` (plain data) is stored in every checkpoint, so a run records its choices.
+
+    ``seed`` seeds the task generator and torch's global RNG here.
+    """
+
+    def __init__(
+        self,
+        learner: Learner,
+        tasks: TaskFamily,
+        meta_batch: int = 25,
+        optimizer: Optimizer = "adam",
+        lr: float = 1e-3,
+        seed: int = 0,
+        schedule: Schedule = "constant",
+        val_tasks: TaskFamily | None = None,
+        val_every: int = 0,
+        val_episodes: int = 100,
+        val_seed: int = 1,
+        out: str | Path | None = None,
+        checkpoint_every: int = 1000,
+        log_every: int = 100,
+        progress: bool = True,
+        config: dict[str, Any] | None = None,
+    ) -> None:
+        for name, value in (("meta_batch", meta_batch), ("log_every", log_every),
+                            ("checkpoint_every", checkpoint_every), ("val_episodes", val_episodes)):
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        if val_every < 0:
+            raise ValueError(f"val_every must be >= 0 (0: no validation), got {val_every}")
+        if schedule not in ("constant", "linear"):
+            raise ValueError(f"schedule must be 'constant' or 'linear', got {schedule!r}")
+        self.learner = learner
+        self.tasks = tasks
+        self.meta_batch = meta_batch
+        self.lr = lr
+        self.schedule = schedule
+        self.optimizer = _make_optimizer(optimizer, learner, lr)
+        self.val_tasks = val_tasks
+        self.val_every = val_every if val_tasks is not None else 0
+        self.val_episodes = val_episodes
+        self.val_seed = val_seed
+        self.out = Path(out) if out is not None else None
+        self.checkpoint_every = checkpoint_every
+        self.log_every = log_every
+        self.progress = progress
+        self.config = config
+        self.generator = torch.Generator().manual_seed(seed)
+        torch.manual_seed(seed)
+        self.iteration = 0
+        self.best: dict[str, Any] | None = None  # {"iteration", "metric", "mean", "ci95"}
+        self.last_checkpoint: tuple[Path, int] | None = None
+        self._window = [0.0, 0.0, 0]  # loss sum, metric sum, count since the last log line
+        self._metric_name: str | None = None
+        self._val: Evaluation | None = None
+        self._loss = math.nan  # the last logged training loss, for the progress bar
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def fit(self, iterations: int, resume: bool = False) -> Trainer:
+        """Train until ``iterations`` iterations in all have run.
+
+        ``resume=True`` first restores the newest checkpoint in ``out`` (if there is one) and
+        cuts ``metrics.jsonl`` back to it, so the run goes on exactly where it stopped.
+        Raises :class:`Diverged` when the loss or meta-gradient is not finite.
+        """
+        if iterations < 1:
+            raise ValueError(f"iterations must be >= 1, got {iterations}")
+        if self.out is not None:
+            self.out.mkdir(parents=True, exist_ok=True)
+            if resume:
+                found = checkpoint.latest(self.out, warn=lambda m: print(f"modmeta: warning: {m}", file=sys.stderr))
+                if found is not None:
+                    self.load_state(found[1])
+                    self.last_checkpoint = (found[0], self.iteration)
+                    damaged = self.out / checkpoint.LAST
+                    if found[0] != damaged and damaged.exists():  # keep it out of the rotation
+                        os.replace(damaged, self.out / checkpoint.DAMAGED)
+            elif checkpoint.holds_run(self.out):
+                raise FileExistsError(f"{self.out} already holds a run: resume it, or train into another folder")
+            _truncate_log(self.out / METRICS, self.iteration)
+        elif resume:
+            raise ValueError("resume needs a run folder (out=...)")
+        if self.iteration > iterations:
+            raise ValueError(f"the run is already at iteration {self.iteration}, past the {iterations} asked for")
+        log = open(self.out / METRICS, "a", buffering=1) if self.out is not None else None
+        board = _tensorboard(self.out, self.iteration)
+        bar = tqdm(total=iterations, initial=self.iteration, disable=not self.progress, unit="it",
+                   dynamic_ncols=True, file=sys.stderr)
+        try:
+            while self.iteration < iterations:
+                stats = self._step(iterations)
+                self.iteration += 1
+                i = self.iteration
+                final = i == iterations
+                self._window[0] += stats["loss"]
+                self._window[1] += stats["metric"]
+                self._window[2] += 1
+                records = []
+                if i % self.log_every == 0 or final:
+                    records.append(self._train_record())
+                if self.val_every and (i % self.val_every == 0 or final):
+                    records.append(self._validate())
+                for r in records:
+                    if log is not None:
+                        log.write(json.dumps(r) + "\n")
+                    if board is not None:
+                        for k, v in r.items():
+                            if isinstance(v, float):
+                                board.add_scalar(f"{r['split']}/{k}", v, i)
+                if log is not None and (i % self.checkpoint_every == 0 or final):
+                    log.flush()
+                    self.save(checkpoint_name=None)
+                bar.update(1)
+                if records:
+                    bar.set_postfix(self._postfix(), refresh=False)
+        finally:
+            bar.close()
+            if log is not None:
+                log.close()
+            if board is not None:
+                board.close()
+        return self
+
+    def _step(self, iterations: int) -> dict[str, float]:
+        """One outer iteration; raises :class:`Diverged` before a non-finite update is applied."""
+        param = next(self.learner.parameters())
+        batch = self.tasks.sample(self.meta_batch, self.generator).to(param.device, param.dtype)
+        if self._metric_name is None:
+            self._metric_name = losses.metric_name(batch.y_query)
+        if self.schedule == "linear":
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.lr * (1 - self.iteration / iterations)
+        self.learner.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        stats = self.learner.meta_backward(batch)
+        if not math.isfinite(stats["loss"]):
+            raise Diverged(self._divergence(f"the loss became {stats['loss']}"))
+        for name, p in self.learner.named_parameters():
+            if p.grad is not None and not torch.isfinite(p.grad).all():
+                raise Diverged(self._divergence(f"the meta-gradient of {name} became non-finite"))
+        self.optimizer.step()
+        return stats
+
+    def _divergence(self, what: str) -> str:
+        """The one-line report of a divergence at the iteration being run."""
+        where = (f"last good checkpoint: {self.last_checkpoint[0]} at iteration {self.last_checkpoint[1]}"
+                 if self.last_checkpoint else "no checkpoint was written before it")
+        inner_lr = getattr(getattr(self.learner, "rates", None), "init", None)
+        inner = f"the inner one (inner_lr={inner_lr:g}) or " if inner_lr is not None else ""
+        return (f"{what} at iteration {self.iteration + 1} ({where}); the likely cause is a "
+                f"learning rate too high, {inner}the outer one (lr={self.lr:g}): lower it and train again")
+
+    def _train_record(self) -> dict[str, Any]:
+        loss, metric, n = self._window
+        self._window = [0.0, 0.0, 0]
+        self._loss = loss / n
+        return {"iteration": self.iteration, "split": "train", "loss": loss / n,
+                self._metric_name: metric / n, "lr": self.optimizer.param_groups[0]["lr"]}
+
+    def _validate(self) -> dict[str, Any]:
+        """Evaluate on the validation tasks; write ``best.pt`` when the metric improves."""
+        e = evaluate(self.learner, self.val_tasks, episodes=self.val_episodes, seed=self.val_seed)
+        self._val = e
+        better = (self.best is None or
+                  (e.mean > self.best["mean"] if e.metric == "accuracy" else e.mean < self.best["mean"]))
+        if better:
+            self.best = {"iteration": self.iteration, "metric": e.metric, "mean": e.mean, "ci95": e.ci95}
+            if self.out is not None:
+                self.save(checkpoint_name=checkpoint.BEST)
+        return {"iteration": self.iteration, "split": "val", e.metric: e.mean, "ci95": e.ci95,
+                "episodes": e.episodes, "steps": e.steps, "curve": e.curve}
+
+    def _postfix(self) -> dict[str, str]:
+        post = {"loss": f"{self._loss:.4g}"}
+        if self._val is not None:
+            post[f"val {self._val.metric}"] = f"{self._val.mean:.4g}"
+        if self.best is not None:
+            post["best"] = f"{self.best['mean']:.4g}@{self.best['iteration']}"
+        return post
+
+    # -- state -----------------------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        """Everything a resumed run needs: tensors and plain data only."""
+        return {
+            "iteration": self.iteration,
+            "learner": self.learner.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "rng": {"tasks": self.generator.get_state(), "torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []},
+            "best": self.best,
+            "window": list(self._window),
+            "metric_name": self._metric_name,
+            "config": self.config,
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`state` (from a checkpoint) into this trainer and its learner."""
+        self.learner.load_state_dict(state["learner"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["rng"]["tasks"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if state["rng"]["cuda"]:
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        self.iteration = state["iteration"]
+        self.best = state["best"]
+        self._window = list(state["window"])
+        self._metric_name = state["metric_name"]
+
+    def save(self, checkpoint_name: str | None) -> Path:
+        """Write a checkpoint into ``out``: ``last.pt`` (rotating) or the given file name."""
+        if self.out is None:
+            raise ValueError("this trainer has no run folder (out=...) to save into")
+        if checkpoint_name is None:
+            path = checkpoint.save_rotating(self.state(), self.out)
+            self.last_checkpoint = (path, self.iteration)
+            return path
+        path = self.out / checkpoint_name
+        checkpoint.save(self.state(), path)
+        return path
+
+
+def _make_optimizer(name: str, learner: Learner, lr: float) -> torch.optim.Optimizer:
+    if name == "adam":
+        return torch.optim.Adam(learner.parameters(), lr=lr)
+    if name == "sgd":
+        return torch.optim.SGD(learner.parameters(), lr=lr)
+    raise ValueError(f"unknown optimizer {name!r}: use 'adam' or 'sgd'")
+
+
+def _truncate_log(path: Path, iteration: int) -> None:
+    """Keep the lines of ``metrics.jsonl`` up to ``iteration``: what the checkpoint has seen."""
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            break  # a line cut short by a kill: nothing after it was written
+        if record["iteration"] > iteration:
+            break
+        keep.append(line + "\n")
+    path.write_text("".join(keep))
+
+
+def _tensorboard(out: Path | None, iteration: int) -> Any:
+    """A TensorBoard writer into ``out/tensorboard`` if the package is installed, else ``None``.
+
+    ``purge_step`` drops events a killed run wrote after the checkpoint it resumes from.
+    """
+    if out is None:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(out / "tensorboard"), purge_step=iteration + 1)

@@ -1,0 +1,112 @@
+"""Run configs: schema errors name the key and the closest valid one; overrides; the shipped
+configs are valid; model arguments come from the task family."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from modmeta import config, registry
+from modmeta.config import ConfigError
+
+CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
+BASE = {
+    "tasks": {"name": "sinusoid", "shots": 5, "queries": 5},
+    "model": {"name": "mlp", "hidden": [8]},
+    "learner": {"name": "maml", "inner_lr": 0.01},
+    "train": {"iterations": 2, "meta_batch": 2},
+}
+
+
+def parse(**changes) -> config.Config:
+    data = yaml.safe_load(yaml.safe_dump(BASE))  # a deep copy
+    for path, value in changes.items():
+        config.apply_overrides(data, [f"{path.replace('__', '.')}={yaml.safe_dump(value).strip()}"])
+    return config.parse(data, source="run.yaml")
+
+
+@pytest.mark.parametrize("section, key, wrong, message", [
+    ("train", "iterations", "iteratons", "run.yaml: train.iteratons: unknown key; did you mean train.iterations?"),
+    ("eval", "episodes", "episode", "eval.episode: unknown key; did you mean eval.episodes?"),
+    ("learner", "inner_lr", "inner_lrr", "learner.inner_lrr: unknown argument of learner 'maml'; "
+                                         "did you mean learner.inner_lr?"),
+    ("model", "hidden", "hiden", "model.hiden: unknown argument of model 'mlp'; did you mean model.hidden?"),
+])
+def test_misspelt_key_is_refused_naming_the_key_and_the_suggestion(tmp_path, section, key, wrong, message):
+    data = yaml.safe_load(yaml.safe_dump(BASE))
+    part = data.setdefault(section, {})
+    part[wrong] = part.pop(key, 3)
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError) as e:
+        config.load(path)
+    assert message in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_misspelt_top_level_key_and_registry_name():
+    data = yaml.safe_load(yaml.safe_dump(BASE))
+    data["trian"] = data.pop("train")
+    with pytest.raises(ConfigError, match=r"trian: unknown key; did you mean train\?.*train: required key missing"):
+        config.parse(data)
+    with pytest.raises(ConfigError, match=r"learner.name: unknown learner 'mamll'; did you mean maml\?"):
+        parse(learner__name="mamll")
+
+
+def test_wrong_type_names_the_key_and_the_value():
+    with pytest.raises(ConfigError, match=r"train.iterations: Input should be a valid integer.*\(got 'many'\)"):
+        parse(train__iterations="many")
+    with pytest.raises(ConfigError, match=r"train.optimizer: Input should be 'adam' or 'sgd'"):
+        parse(train__optimizer="adamw")
+
+
+def test_split_and_missing_required_arguments_are_refused():
+    with pytest.raises(ConfigError, match="tasks.split: modmeta picks the split"):
+        parse(tasks__split="val")
+    with pytest.raises(ConfigError, match="tasks.path: required by tasks 'npz', but missing"):
+        parse(tasks={"name": "npz", "ways": 5, "shots": 1, "queries": 1})
+
+
+def test_set_overrides_are_read_as_yaml(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(BASE))
+    c = config.load(path, ["learner.inner_lr=1e-2", "model.hidden=[16, 16]", "train.optimizer=sgd",
+                           "eval.steps=null", "train.lr=0.5"])
+    assert c.learner.kwargs["inner_lr"] == 0.01
+    assert c.model.kwargs["hidden"] == [16, 16]
+    assert (c.train.optimizer, c.train.lr, c.eval.steps) == ("sgd", 0.5, None)
+    with pytest.raises(ConfigError, match="write it as key.path=value"):
+        config.load(path, ["learner.inner_lr"])
+    with pytest.raises(ConfigError, match="train.iteratons: unknown key; did you mean train.iterations"):
+        config.load(path, ["train.iteratons=5"])
+
+
+def test_invalid_yaml_is_one_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("train: {iterations: 3\nmodel: [")
+    with pytest.raises(ConfigError, match=r"bad.yaml is not valid YAML at line \d+, column \d+") as e:
+        config.load(path)
+    assert "\n" not in str(e.value)
+
+
+def test_model_output_and_input_sizes_come_from_the_tasks():
+    run = config.build(parse())
+    assert run.config.model.kwargs == {"hidden": [8], "out": 1, "in_features": 1}
+    assert run.learner.model.head.out_features == 1
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_shipped_configs_are_valid_and_sinusoid_ones_train(path, tmp_path):
+    data = yaml.safe_load(path.read_text())
+    if data["tasks"]["name"] not in registry.TASKS:
+        pytest.skip(f"task family {data['tasks']['name']!r} is not registered")
+    c = config.load(path)
+    assert c.eval.episodes == 600
+    if c.tasks.name != "sinusoid":
+        return
+    small = ["train.iterations=2", "train.meta_batch=2", "train.val_episodes=2", "train.val_every=1"]
+    run = config.build(config.load(path, small))
+    trainer = config.trainer(run, tmp_path, progress=False).fit(2)
+    assert trainer.iteration == 2 and trainer.best is not None
