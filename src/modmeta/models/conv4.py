@@ -12,17 +12,20 @@ from modmeta.models.batchnorm import BatchNorm
 
 class Conv4(nn.Module):
     """Four blocks of [3×3 conv with ``hidden`` filters, BatchNorm, ReLU, downsampling], then a
-    linear ``head``.
+    linear ``head`` with ``out`` outputs.
 
     ``downsample="maxpool"`` is the standard block (max-pool 2 after each ReLU, features
     flattened). ``downsample="stride"`` is MAML's Omniglot variant: stride-2 convolutions, no
     pooling, and the features averaged over space before the head. BatchNorm uses batch
     statistics only (see :mod:`modmeta.models.batchnorm`).
+
+    ``out=None`` leaves the head out: the network returns its features, the embedding of the
+    metric learners (ProtoNet, Matching Networks; 64 features for 28×28 Omniglot).
     """
 
     def __init__(
         self,
-        out: int,
+        out: int | None,
         in_channels: int = 1,
         hidden: int = 64,
         image_size: int = 28,
@@ -45,11 +48,12 @@ class Conv4(nn.Module):
         self.average = downsample == "stride"
         with torch.no_grad():
             probe = self._embed(torch.zeros(2, in_channels, image_size, image_size))
-        self.head = nn.Linear(probe.shape[1], out)
+        self.head = None if out is None else nn.Linear(probe.shape[1], out)
 
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
         h = self.features(x)
         return h.mean((2, 3)) if self.average else h.flatten(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self._embed(x))
+        h = self._embed(x)
+        return h if self.head is None else self.head(h)

@@ -1,0 +1,87 @@
+"""The metric-learning family's shared body: adapt by summarising the embedded support set.
+
+A metric learner is a composition of
+- a *meta-representation*: an embedding network (and, for some, a comparison network),
+- a *task adaptation* without gradient steps: a summary of the embedded support set
+  (:mod:`modmeta.adapt.metric`: prototypes, class sums, a fitted linear classifier),
+- a *meta-update*: backpropagation of the query loss through the summary and comparison.
+
+The named learners (ProtoNet, Matching Networks, Relation Networks, the linear-head baseline)
+define only :meth:`MetricLearner.fit` (support set -> task state) and
+:meth:`MetricLearner.predict` (task state, queries -> logits).
+
+There are no adaptation steps: ``curve`` returns ``[T, 1]`` whatever ``steps`` is, and the
+evaluation protocol reports that single point. The support set and the queries are embedded
+in separate calls, so BatchNorm normalises each with its own batch statistics, as MAML does
+here (see :mod:`modmeta.models.batchnorm`). Tasks are batched as ``execution`` says (see
+:mod:`modmeta.meta.execution`); the per-task code runs under ``vmap`` and in a loop alike.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from typing import Any
+
+import torch
+from torch import nn
+
+from modmeta import losses
+from modmeta.adapt.metric import count_ways
+from modmeta.learners.base import Learner
+from modmeta.meta.execution import Execution, map_tasks, mean_loss_backward, resolve
+from modmeta.models.batchnorm import replace_batchnorm
+from modmeta.tasks.batch import TaskBatch
+
+
+class MetricLearner(Learner):
+    """Embed with ``model``; adapt by :meth:`fit`; classify queries by :meth:`predict`.
+
+    ``model`` is any ``nn.Module`` mapping a batch of inputs to a batch of embeddings; its
+    ``nn.BatchNorm*`` layers are replaced by :class:`modmeta.models.BatchNorm`.
+    """
+
+    def __init__(self, model: nn.Module, execution: Execution = "auto") -> None:
+        super().__init__()
+        self.model = replace_batchnorm(model)
+        self.execution = resolve(execution, self.model)
+
+    @abstractmethod
+    def fit(self, x_support: torch.Tensor, y_support: torch.Tensor, ways: int) -> Any:
+        """One task's state from its support set; ``ways`` is given (see :func:`count_ways`)."""
+
+    def adapt(self, x_support: torch.Tensor, y_support: torch.Tensor, steps: int | None = None,
+              ways: int | None = None) -> Any:
+        """The task state from one support set. ``steps`` is ignored (there are none);
+        ``ways`` defaults to the number of classes in ``y_support`` (pass it under ``vmap``)."""
+        return self.fit(x_support, y_support, count_ways(y_support) if ways is None else ways)
+
+    def loss(self, pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The training loss of the query predictions (cross-entropy on logits)."""
+        return losses.loss(pred, y)
+
+    def task_loss(self, x_support: torch.Tensor, y_support: torch.Tensor, x_query: torch.Tensor,
+                  y_query: torch.Tensor, ways: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """One task's query loss and metric."""
+        pred = self.predict(self.fit(x_support, y_support, ways), x_query)
+        return self.loss(pred, y_query), losses.metric(pred, y_query)
+
+    def meta_backward(self, batch: TaskBatch) -> dict[str, float]:
+        """``∇ (1/T) Σ_t L_query,t`` into ``.grad``."""
+        ways = count_ways(batch.y_support)
+
+        def task_loss(*tensors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return self.task_loss(*tensors, ways)
+
+        task_losses, metrics = mean_loss_backward(task_loss, batch, self.execution)
+        return {"loss": task_losses.mean().item(), "metric": metrics.mean().item()}
+
+    def curve(self, batch: TaskBatch, steps: int | None = None) -> torch.Tensor:
+        """``[T, 1]``: each task's query metric (``steps`` is ignored: there are none)."""
+        ways = count_ways(batch.y_support)
+
+        def task_metric(xs: torch.Tensor, ys: torch.Tensor, xq: torch.Tensor, yq: torch.Tensor
+                        ) -> tuple[torch.Tensor]:
+            return (losses.metric(self.predict(self.fit(xs, ys, ways), xq), yq),)
+
+        with torch.no_grad():
+            return map_tasks(task_metric, batch.tensors(), self.execution)[0][:, None]
