@@ -18,6 +18,7 @@ def sgd(
     rates: InnerRates,
     adapt: Collection[str] | None = None,
     first_order: bool = False,
+    history: bool = True,
 ) -> list[Params]:
     """``steps`` gradient steps ``θ ← θ − α_{n,k} ∇_θ loss(θ)`` from ``params``.
 
@@ -28,7 +29,9 @@ def sgd(
     first-order MAML's approximation: the meta-gradient then treats ``∇_θ loss`` as constant.
 
     Returns the trajectory ``[θ_0, θ_1, ..., θ_steps]`` (``θ_0 = params``); the adapted
-    parameters are its last entry.
+    parameters are its last entry. ``history=False`` returns ``[θ_steps]`` alone and lets each
+    step's parameters go as soon as the next exist, so memory does not grow with ``steps``
+    (for inner loops nothing differentiates through, as iMAML's).
     """
     names = list(params) if adapt is None else [n for n in params if n in adapt]
     fixed = {n: p for n, p in params.items() if n not in names}
@@ -43,5 +46,8 @@ def sgd(
         if first_order:
             g = {n: v.detach() for n, v in g.items()}
         moving = {n: moving[n] - rates(n, k) * g[n] for n in names}
-        trajectory.append({**fixed, **moving})
+        if history:
+            trajectory.append({**fixed, **moving})
+        else:
+            trajectory = [{**fixed, **moving}]
     return trajectory

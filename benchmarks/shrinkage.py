@@ -1,0 +1,233 @@
+"""Modular meta-learning with shrinkage (Chen et al. 2020) against MAML, iMAML and Reptile.
+
+Three benchmarks, one learner per call, each writing
+``benchmarks/results/shrinkage-BENCH-LEARNER.json`` (machine, command, date, settings,
+iterations, CPU and wall time, the metric with its 95% CI after every adaptation step, σ per
+module):
+
+- ``sinusoid``: MAML's sine regression, K=10 support and 10 query points, MLP 1-40-40-1. All
+  learners train with ``--train-steps`` inner steps at rate 0.01 and are tested after 1, 10
+  and 100 steps at the same rate on 600 held-out tasks: long adaptation from few points.
+- ``omniglot``: 5-way 1-shot, Conv4 (stride 2), trained with ``--train-steps`` inner steps at
+  rate 0.1, tested after 1, 10 and 100 steps on 200 episodes of the test characters.
+- ``teacher``: the family whose truth is known (:class:`modmeta.tasks.TeacherFamily`): a fixed
+  random network ``4 → 8 → 1`` in which only layer ``--layer`` varies per task; the student
+  starts from a random initialisation, or with ``--init teacher`` from the teacher's mean
+  weights (φ is meta-trained either way). Reports ``σ`` of the varying layer over the largest
+  other ``σ``.
+
+Training runs for ``--minutes`` of the process's CPU time (``time.process_time``; with one
+thread, the time it takes on an idle core: the machine's cores are shared, so the wall time is
+recorded too), Adam at ``--lr``, meta-batch ``--meta-batch``.
+
+    python benchmarks/shrinkage.py sinusoid sigma-imaml --minutes 1.5
+    python benchmarks/shrinkage.py teacher sigma-imaml --layer -1 --minutes 2
+    python benchmarks/shrinkage.py report          # tables of every result into SHRINKAGE.md
+
+Learners: maml, imaml, reptile, sigma-maml, sigma-imaml, sigma-reptile, pretrained.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+import torch
+
+import modmeta as mm
+
+RESULTS = Path(__file__).parent / "results"
+OMNIGLOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "omniglot"
+REPORT_STEPS = (1, 10, 100)
+
+
+def make_learner(name: str, model: torch.nn.Module, inner_lr: float, steps: int, sigma: float, lam: float
+                 ) -> mm.learners.Learner:
+    """The learner ``name`` with the benchmark's shared inner loop (rate, steps)."""
+    common = dict(inner_lr=inner_lr, inner_steps=steps)
+    shrink = dict(common, sigma=sigma)
+    return {
+        "maml": lambda: mm.learners.MAML(model, **common),
+        "imaml": lambda: mm.learners.IMAML(model, lam=lam, **common),
+        "reptile": lambda: mm.learners.Reptile(model, **common),
+        "pretrained": lambda: mm.learners.Pretrained(model, **common),
+        "sigma-maml": lambda: mm.learners.SigmaMAML(model, **shrink),
+        "sigma-imaml": lambda: mm.learners.SigmaIMAML(model, **shrink),
+        "sigma-reptile": lambda: mm.learners.SigmaReptile(model, **shrink),
+    }[name]()
+
+
+def setup(args: argparse.Namespace) -> tuple[mm.tasks.TaskFamily, mm.tasks.TaskFamily, torch.nn.Module]:
+    """Training tasks, test tasks and a fresh model for the benchmark."""
+    if args.bench == "sinusoid":
+        family = mm.tasks.Sinusoid(shots=10, queries=10)
+        return family, family, mm.models.MLP(1, 1, (40, 40))
+    if args.bench == "teacher":
+        family = mm.tasks.TeacherFamily(layer=args.layer, hidden=(8,), x_dim=4, shots=20, queries=20,
+                                        spread=2.0, low=-1.0, high=1.0)
+        return family, family, family.teacher() if args.init == "teacher" else mm.models.MLP(4, 1, (8,))
+    train = mm.tasks.Omniglot(args.root, "train", ways=5, shots=1, queries=15)
+    test = mm.tasks.Omniglot(args.root, "test", ways=5, shots=1, queries=15)
+    return train, test, mm.models.Conv4(5, downsample="stride")
+
+
+DEFAULTS = {  # bench: (inner_lr, train steps, test steps, episodes, meta-batch, sigma, lambda)
+    "sinusoid": (0.01, 10, 100, 600, 25, 1.0, 2.0),
+    "teacher": (0.1, 50, 100, 600, 8, 2.0, 1.0),
+    "omniglot": (0.1, 5, 100, 200, 8, 1.0, 1.0),
+}
+
+
+def run(args: argparse.Namespace) -> None:
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    inner_lr, train_steps, test_steps, episodes, meta_batch, sigma, lam = DEFAULTS[args.bench]
+    inner_lr = args.inner_lr or inner_lr
+    train_steps = args.train_steps or train_steps
+    meta_batch = args.meta_batch or meta_batch
+    sigma = args.sigma or sigma
+    lam = args.lam or lam
+    episodes = args.episodes or episodes
+    train, test, model = setup(args)
+    learner = make_learner(args.learner, model, inner_lr, train_steps, sigma, lam)
+    opt = torch.optim.Adam(learner.parameters(), lr=args.lr)
+    generator = torch.Generator().manual_seed(args.seed)
+    budget = 60 * args.minutes
+    start, cpu_start = time.perf_counter(), time.process_time()
+    iterations, log, window = 0, [], []
+    while time.process_time() - cpu_start < budget:
+        opt.zero_grad()
+        stats = learner.meta_backward(train.sample(meta_batch, generator))
+        if not all(torch.isfinite(p.grad).all() for p in learner.parameters() if p.grad is not None):
+            raise RuntimeError(f"{args.learner}: non-finite meta-gradient at iteration {iterations + 1}")
+        opt.step()
+        iterations += 1
+        window.append(stats["loss"])
+        if iterations % 100 == 0:
+            entry = {"iteration": iterations, "cpu_seconds": round(time.process_time() - cpu_start, 1),
+                     "loss": sum(window) / len(window)}
+            if hasattr(learner, "sigmas"):
+                entry["sigma"] = learner.sigmas()
+            log.append(entry)
+            window = []
+            print(entry, flush=True)
+    cpu_seconds, wall_seconds = time.process_time() - cpu_start, time.perf_counter() - start
+    tag = f"-{args.tag}" if args.tag else ""
+    ev = mm.evaluate(learner, test, episodes=episodes, steps=test_steps, seed=12345)
+    result = {
+        "benchmark": args.bench, "learner": args.learner + tag, "date": date.today().isoformat(),
+        "machine": f"{platform.machine()} CPU, {args.threads} thread(s), torch {torch.__version__}",
+        "command": " ".join(["python", "benchmarks/shrinkage.py", *sys.argv[1:]]),
+        "settings": {"inner_lr": inner_lr, "train_steps": train_steps, "test_steps": test_steps,
+                     "meta_batch": meta_batch, "optimizer": "adam", "lr": args.lr, "seed": args.seed,
+                     "sigma_init": sigma if args.learner.startswith("sigma") else None,
+                     "lambda": lam if args.learner == "imaml" else None,
+                     "layer": args.layer if args.bench == "teacher" else None,
+                     "init": args.init if args.bench == "teacher" else None},
+        "iterations": iterations, "train_cpu_seconds": round(cpu_seconds, 1),
+        "train_wall_seconds": round(wall_seconds, 1), "evaluation": ev.to_dict(),
+        "sigma": learner.sigmas() if hasattr(learner, "sigmas") else None, "log": log,
+    }
+    suffix = f"-layer{args.layer}-{args.init}" if args.bench == "teacher" else ""
+    out = RESULTS / f"shrinkage-{args.bench}{suffix}-{args.learner}{tag}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    print(f"{args.learner}: {ev} after {iterations} iterations ({cpu_seconds:.0f} CPU s, "
+          f"{wall_seconds:.0f} wall s); sigma {result['sigma']} -> {out}")
+
+
+def number(metric: str, mean: float, ci: float) -> str:
+    return f"{100 * mean:.1f} ± {100 * ci:.1f}%" if metric == "accuracy" else f"{mean:.3f} ± {ci:.3f}"
+
+
+ORDER = ["maml", "imaml", "reptile", "pretrained", "sigma-maml", "sigma-imaml", "sigma-reptile"]
+
+
+def varying_module(layer: int) -> str:
+    """The student module of the teacher benchmark's varying layer (network 4 → 8 → 1)."""
+    return "head" if layer in (-1, 1) else "body.0"
+
+
+def report() -> str:
+    """Markdown tables of every ``shrinkage-*.json`` result: the metric at 1/10/100 steps, σ, and
+    for the teacher family the ratio of the varying layer's σ to the largest other σ."""
+    results = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("shrinkage-*.json"))]
+    results.sort(key=lambda r: (ORDER.index(r["learner"].split("-steps")[0]), r["learner"]))
+    lines = []
+
+    def key(r: dict) -> tuple:
+        """Benchmark, varying layer and start (runs from before ``--init`` started randomly)."""
+        layer = r["settings"]["layer"]
+        return r["benchmark"], layer, r["settings"].get("init") or ("random" if layer is not None else None)
+
+    for bench in sorted({key(r) for r in results}, key=str):
+        rows = [r for r in results if key(r) == bench]
+        metric = rows[0]["evaluation"]["metric"]
+        teacher = bench[1] is not None
+        title = bench[0] + (f", only {varying_module(bench[1])} varies, {bench[2]} start" if teacher else "")
+        lines += [f"\n#### {title} ({metric}, mean ± 95% CI over {rows[0]['evaluation']['episodes']} test tasks)\n",
+                  "| learner | train steps | " + " | ".join(f"{k} step{'s' * (k > 1)}" for k in REPORT_STEPS)
+                  + " | iterations | CPU min | wall min | σ per module |" + (" σ ratio |" if teacher else ""),
+                  "|---" * (len(REPORT_STEPS) + 6 + teacher) + "|"]
+        for r in rows:
+            curve = r["evaluation"]["curve"]
+            cells = [number(metric, *curve[k]) if k < len(curve) else "" for k in REPORT_STEPS]
+            sigma = ", ".join(f"{m} {v:.3g}" for m, v in r["sigma"].items()) if r["sigma"] else ""
+            line = (f"| {r['learner']} | {r['settings']['train_steps']} | " + " | ".join(cells)
+                    + f" | {r['iterations']} | {r['train_cpu_seconds'] / 60:.1f} | {r['train_wall_seconds'] / 60:.1f}"
+                    + f" | {sigma} |")
+            if teacher:
+                mine = varying_module(bench[1])
+                ratio = r["sigma"][mine] / max(v for m, v in r["sigma"].items() if m != mine)
+                line += f" {ratio:.2f} |"
+            lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+def write_report(text: str, path: Path = Path(__file__).parent / "SHRINKAGE.md") -> None:
+    """Put ``text`` between the results markers of ``path``."""
+    start, end = "<!-- results: start (written by benchmarks/shrinkage.py report) -->", "<!-- results: end -->"
+    doc = path.read_text()
+    if start not in doc or end not in doc:
+        raise ValueError(f"{path} has no results markers; add {start} and {end}")
+    head, rest = doc.split(start)
+    path.write_text(head + start + "\n" + text + rest[rest.index(end):])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("bench", choices=["sinusoid", "omniglot", "teacher", "report"])
+    parser.add_argument("learner", nargs="?", choices=["maml", "imaml", "reptile", "pretrained", "sigma-maml",
+                                                        "sigma-imaml", "sigma-reptile"])
+    parser.add_argument("--minutes", type=float, default=1.5, help="training budget, CPU minutes")
+    parser.add_argument("--lr", type=float, default=1e-3, help="outer Adam learning rate")
+    parser.add_argument("--inner-lr", type=float, default=None)
+    parser.add_argument("--train-steps", type=int, default=None, help="inner steps in training")
+    parser.add_argument("--meta-batch", type=int, default=None)
+    parser.add_argument("--sigma", type=float, default=None, help="initial σ of every module")
+    parser.add_argument("--lam", type=float, default=None, help="iMAML's λ")
+    parser.add_argument("--episodes", type=int, default=None, help="test tasks")
+    parser.add_argument("--layer", type=int, default=-1, help="teacher: the layer that varies")
+    parser.add_argument("--init", choices=["random", "teacher"], default="random", help="teacher: the student's start")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--root", default=str(OMNIGLOT))
+    parser.add_argument("--tag", default="", help="suffix of the result's name, for a variant's settings")
+    args = parser.parse_args()
+    if args.bench == "report":
+        text = report()
+        print(text)
+        write_report(text)
+    elif args.learner is None:
+        parser.error("name a learner")
+    else:
+        run(args)
+
+
+if __name__ == "__main__":
+    main()
