@@ -29,15 +29,31 @@ LEARNERS: dict[str, Entry] = {
     "anil": Entry(learners.ANIL, "ANIL, only the head adapts (Raghu et al. 2020)"),
     "lslr": Entry(learners.LSLR, "MAML with learned per-layer per-step inner rates (MAML++ LSLR, Antoniou et al. 2019)"),
     "pretrained": Entry(learners.Pretrained, "baseline: joint pretraining on all tasks, then fine-tuning"),
+    "imaml": Entry(learners.IMAML, "iMAML: proximal inner problem, implicit meta-gradient by conjugate gradient (Rajeswaran et al. 2019)"),
+    "sigma-maml": Entry(learners.SigmaMAML, "σ-MAML: per-module shrinkage prior, meta-gradient through the unrolled MAP steps (Chen et al. 2020)"),
+    "sigma-imaml": Entry(learners.SigmaIMAML, "σ-iMAML: per-module shrinkage prior, implicit meta-gradient of φ and σ (Chen et al. 2020)"),
+    "sigma-reptile": Entry(learners.SigmaReptile, "σ-Reptile: per-module shrinkage prior, Reptile update of φ, implicit gradient of σ (Chen et al. 2020)"),
+    "bouncegrad": Entry(learners.BounceGrad, "BounceGrad: simulated annealing on structures, SGD on module weights (Alet et al. 2018)"),
+    "moma": Entry(learners.MoMA, "MoMA: BounceGrad with MAML-adapted module weights (Alet et al. 2018)"),
+    "protonet": Entry(learners.ProtoNet, "Prototypical Networks: nearest class mean, squared Euclidean (Snell et al. 2017)"),
+    "matchingnet": Entry(learners.MatchingNet, "Matching Networks: cosine attention over the support set, optional FCE (Vinyals et al. 2016)"),
+    "relationnet": Entry(learners.RelationNet, "Relation Networks: learned relation module on feature-map pairs (Sung et al. 2018)"),
+    "linearhead": Entry(learners.LinearHead, "baseline: supervised embedding + per-episode logistic regression (Tian et al. 2020)"),
 }
 
 MODELS: dict[str, Entry] = {
     "mlp": Entry(models.MLP, "fully connected ReLU network (MAML's regression network)"),
-    "conv4": Entry(models.Conv4, "4 x [conv3x3, BatchNorm, ReLU, max-pool or stride 2] + linear head"),
+    "conv4": Entry(models.Conv4, "4 x [conv3x3, BatchNorm, ReLU, max-pool or stride 2] + linear head (none if out is null)"),
+    "relationembedding": Entry(models.RelationEmbedding, "Relation Networks' embedding: 4 conv blocks keeping [64, 5, 5] maps"),
+    "modular": Entry(models.ModularNet, "a library of MLP modules under a composition scheme (sum, composition)"),
 }
 
 TASKS: dict[str, Entry] = {
     "sinusoid": Entry(tasks.Sinusoid, "sine regression of MAML: A in [0.1, 5], phase in [0, pi], x in [-5, 5]"),
     "omniglot": Entry(tasks.Omniglot, "Omniglot N-way K-shot from the official archives (Lake et al. 2015)"),
     "npz": Entry(tasks.ClassificationFamily.from_npz, "N-way K-shot episodes from your own .npz of labelled arrays"),
+    "function-sums": Entry(tasks.FunctionSums, "(f_a + f_b)/2 for pairs of 16 functions, 12 pairs held out (Alet et al. 2018)"),
+    "sines": Entry(tasks.Sines, "sin(pi(f x + phase)), f in [0.1, 5], phase in [0, pi], x in [-1, 1) (Alet et al. 2018)"),
+    "compositions": Entry(tasks.Compositions, "g_b(g_a(x)) for ordered pairs of 6 functions, 4 pairs held out"),
+    "teacher": Entry(tasks.TeacherFamily, "regression by a fixed random ReLU teacher in which one layer varies per task (truth for shrinkage)"),
 }

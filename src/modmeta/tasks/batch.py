@@ -14,12 +14,18 @@ class TaskBatch:
     Shapes: ``x_support`` is ``[T, N_s, *x_shape]``, ``y_support`` is ``[T, N_s, *y_shape]``
     and likewise for the query set. Classification labels are ``int64`` class indices in
     ``0 .. ways-1`` *within each task*; regression targets are floating point.
+
+    ``task_ids`` (optional, ``int64 [T]``) says which task of its split each one is, for
+    families with a finite set of tasks per split (:mod:`modmeta.tasks.modular`). Learners
+    that keep state per meta-training task read it (BounceGrad keeps each task's structure);
+    all others ignore it. ``None`` when the family draws every task afresh.
     """
 
     x_support: torch.Tensor
     y_support: torch.Tensor
     x_query: torch.Tensor
     y_query: torch.Tensor
+    task_ids: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         t = self.x_support.shape[0]
@@ -39,13 +45,19 @@ class TaskBatch:
                 f"TaskBatch: x_query has {self.x_query.shape[1]} examples per task but "
                 f"y_query has {self.y_query.shape[1]}"
             )
+        if self.task_ids is not None and tuple(self.task_ids.shape) != (t,):
+            raise ValueError(
+                f"TaskBatch: task_ids has shape {tuple(self.task_ids.shape)}, expected ({t},): "
+                f"one id per task"
+            )
 
     def __len__(self) -> int:
         return self.x_support.shape[0]
 
     def task(self, i: int) -> TaskBatch:
         """Task ``i`` alone, as a batch of one (keeps the task axis)."""
-        return TaskBatch(*(t[i : i + 1] for t in self.tensors()))
+        ids = None if self.task_ids is None else self.task_ids[i : i + 1]
+        return TaskBatch(*(t[i : i + 1] for t in self.tensors()), task_ids=ids)
 
     def tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(x_support, y_support, x_query, y_query)``."""
@@ -59,4 +71,5 @@ class TaskBatch:
                 return t.to(device=device, dtype=dtype)
             return t.to(device=device)
 
-        return TaskBatch(*(move(t) for t in self.tensors()))
+        ids = None if self.task_ids is None else self.task_ids.to(device=device)
+        return TaskBatch(*(move(t) for t in self.tensors()), task_ids=ids)

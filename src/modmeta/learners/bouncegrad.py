@@ -1,0 +1,232 @@
+"""BounceGrad (Alet, Lozano-Pérez and Kaelbling, "Modular meta-learning", CoRL 2018, section 4).
+
+- Meta-representation: the weights ``Θ`` of a library of modules ``F`` under a composition
+  scheme ``C`` (:class:`modmeta.models.ModularNet`).
+- Task adaptation: simulated annealing over structures ``S`` with ``Θ`` frozen
+  (:mod:`modmeta.adapt.structure`).
+- Meta-update: a gradient step on ``Θ`` (the outer optimizer).
+
+Each meta-training task ``j`` keeps its current structure ``S_j`` (the buffer ``structures``,
+row ``j``, indexed by the batch's ``task_ids``; checkpoints save it). One iteration on a
+meta-batch ``B``, with ``D^train`` the support set and ``D^val`` the query set:
+
+- (a) bounce: ``S'_j = propose(S_j)``, and ``S_j ← S'_j`` with probability
+  ``min(1, exp((L(D_j^train; S_j, Θ) − L(D_j^train; S'_j, Θ)) / τ))`` for ``j ∈ B``;
+- (b) grad: ``Θ ← Θ − η ∇_Θ (1/|B|) Σ_{j ∈ B} L(D_j^val; S_j, Θ)``.
+
+The current and proposed structures of every task of the batch are scored in one vectorised
+pass (``vmap`` over tasks and structures; the modules a structure selects are gathered from
+the stacked weights). ``τ`` adapts to a target rate of accepted worse proposals that decays
+from ``accept_start`` to ``accept_end`` over ``anneal_iterations`` iterations.
+
+Meta-test: ``S* =`` simulated annealing (``search_steps`` proposals, the best structure
+visited kept) on the task's ``D^train`` with ``Θ`` frozen, then optionally ``steps`` SGD steps
+of fine-tuning of the selected modules at ``inner_lr``; the paper fine-tunes nothing
+(``inner_steps = 0``). ``curve(batch, k)`` is the query MSE after the search and ``0 .. k``
+fine-tuning steps.
+
+Randomness: the learner draws from its own generators, seeded from ``seed`` and, in training,
+the iteration counter (a buffer), so a resumed run proposes what an uninterrupted one would.
+The search of :meth:`BounceGrad.curve` restarts from ``seed`` at each call: the same tasks get
+the same structures.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.func import functional_call, vmap
+
+from modmeta import losses
+from modmeta.adapt import InnerRates, sgd
+from modmeta.adapt.structure import adapt_temperature, anneal, metropolis, target_rate, update_rate
+from modmeta.learners.base import Learner
+from modmeta.models.functional import Params, parameters
+from modmeta.models.modular import ModularNet
+from modmeta.tasks.batch import TaskBatch
+
+
+@dataclass(frozen=True)
+class ModularState:
+    """A task's adaptation: its structure ``[slots]`` and the (fine-tuned) library weights."""
+
+    structure: torch.Tensor
+    params: Params
+
+
+class BounceGrad(Learner):
+    """Simulated annealing on each task's structure, gradient descent on the module weights.
+
+    ``model`` is a :class:`modmeta.models.ModularNet`. ``inner_steps`` SGD steps at
+    ``inner_lr`` fine-tune the selected modules after the meta-test search (0: none, as in
+    the paper). ``search_steps`` proposals make one meta-test search; ``temperature`` is the
+    initial ``τ``; ``accept_start``, ``accept_end`` and ``anneal_iterations`` set the decaying
+    target rate of accepted worse proposals; ``seed`` seeds the learner's draws.
+    """
+
+    adapts_weights = False  # MoMA adapts the module weights inside each task as well
+
+    def __init__(self, model: ModularNet, inner_lr: float = 0.01, inner_steps: int = 0,
+                 search_steps: int = 200, temperature: float = 1.0, accept_start: float = 0.5,
+                 accept_end: float = 0.005, anneal_iterations: int = 3000, seed: int = 0) -> None:
+        super().__init__()
+        if not isinstance(model, ModularNet):
+            raise ValueError(f"{type(self).__name__} needs a modmeta.models.ModularNet (config: model name "
+                             f"'modular'), got a {type(model).__name__}")
+        if inner_steps < 0 or search_steps < 0:
+            raise ValueError(f"inner_steps and search_steps must be >= 0, got {inner_steps} and {search_steps}")
+        if temperature <= 0 or anneal_iterations < 1:
+            raise ValueError(f"temperature must be > 0 and anneal_iterations >= 1, got {temperature} and "
+                             f"{anneal_iterations}")
+        target_rate(0, accept_start, accept_end, anneal_iterations)  # checks the targets
+        if model.num_modules < 2:
+            raise ValueError("a structure search needs a library of at least two modules")
+        self.model = model
+        self.rates = InnerRates("fixed", inner_lr)
+        self.inner_steps = inner_steps
+        self.first_order = False
+        self.search_steps = search_steps
+        self.accept_start = accept_start
+        self.accept_end = accept_end
+        self.anneal_iterations = anneal_iterations
+        self.seed = seed
+        self.register_buffer("structures", torch.zeros(0, model.scheme.slots, dtype=torch.long))
+        self.register_buffer("step", torch.zeros((), dtype=torch.long))
+        self.register_buffer("temperature", torch.tensor(float(temperature)))
+        self.register_buffer("accept_rate", torch.tensor(float(accept_start)))
+
+    # -- one task, one structure -----------------------------------------------------------
+
+    @property
+    def train_steps(self) -> int:
+        """Inner SGD steps inside training and scoring: 0 for BounceGrad, ``inner_steps`` for MoMA."""
+        return self.inner_steps if self.adapts_weights else 0
+
+    def _forward(self, params: Params, structure: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return functional_call(self.model, params, (structure, x))
+
+    def trajectory(self, structure: torch.Tensor, x_support: torch.Tensor, y_support: torch.Tensor,
+                    steps: int) -> list[Params]:
+        """Library weights after ``0 .. steps`` SGD steps on the support loss of ``structure``.
+
+        Only the modules the structure uses get a gradient, so only they move; a module in
+        two slots is one set of weights, adapted once."""
+
+        def support_loss(p: Params) -> torch.Tensor:
+            return losses.loss(self._forward(p, structure, x_support), y_support)
+
+        return sgd(support_loss, parameters(self.model), steps, self.rates, first_order=self.first_order)
+
+    def _train_loss(self, structure: torch.Tensor, x_support: torch.Tensor, y_support: torch.Tensor) -> torch.Tensor:
+        """``L(D^train; S, Θ')``, the score of a structure (``Θ' = Θ`` without adaptation)."""
+        params = self.trajectory(structure, x_support, y_support, self.train_steps)[-1]
+        return losses.loss(self._forward(params, structure, x_support), y_support)
+
+    def _val_loss(self, structure: torch.Tensor, x_support: torch.Tensor, y_support: torch.Tensor,
+                  x_query: torch.Tensor, y_query: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``L(D^val; S, Θ')`` and its metric."""
+        params = self.trajectory(structure, x_support, y_support, self.train_steps)[-1]
+        pred = self._forward(params, structure, x_query)
+        return losses.loss(pred, y_query), losses.metric(pred, y_query)
+
+    # -- many tasks ------------------------------------------------------------------------
+
+    def score(self, structures: torch.Tensor, x_support: torch.Tensor, y_support: torch.Tensor) -> torch.Tensor:
+        """Training losses ``[T, P]`` of ``P`` structures per task (``[T, P, slots]``), in one
+        vectorised pass over the ``T · P`` (task, structure) pairs.
+
+        One ``vmap`` over the flattened pairs, not two nested ones: ``F.mse_loss`` under nested
+        ``vmap`` with a target batched only by the outer one fails (torch 2.13).
+        """
+        t, p = structures.shape[:2]
+
+        def pairs(x: torch.Tensor) -> torch.Tensor:
+            return x[:, None].expand(t, p, *x.shape[1:]).reshape(t * p, *x.shape[1:])
+
+        flat = vmap(self._train_loss)(structures.reshape(t * p, -1), pairs(x_support), pairs(y_support))
+        return flat.view(t, p)
+
+    def search(self, x_support: torch.Tensor, y_support: torch.Tensor,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        """The meta-test search: ``[T, slots]`` structures for ``T`` tasks' support sets, by
+        simulated annealing from random structures with the weights frozen."""
+        scheme, k = self.model.scheme, self.model.num_modules
+        g = generator if generator is not None else torch.Generator().manual_seed(self.seed)
+        start = scheme.initial(x_support.shape[0], k, g).to(x_support.device)
+        with torch.no_grad():
+            best, _ = anneal(lambda s: self.score(s, x_support, y_support), start,
+                             lambda s: scheme.propose(s, k, g), self.search_steps, float(self.temperature),
+                             self.accept_start, self.accept_end, g)
+        return best
+
+    # -- the Learner interface -------------------------------------------------------------
+
+    def adapt(self, x_support: torch.Tensor, y_support: torch.Tensor, steps: int | None = None) -> ModularState:
+        """Search the task's structure, then fine-tune for ``steps`` (default ``inner_steps``)."""
+        steps = self.inner_steps if steps is None else steps
+        structure = self.search(x_support[None], y_support[None])[0]
+        return ModularState(structure, self.trajectory(structure, x_support, y_support, steps)[-1])
+
+    def predict(self, state: ModularState, x: torch.Tensor) -> torch.Tensor:
+        return self._forward(state.params, state.structure, x)
+
+    def meta_backward(self, batch: TaskBatch) -> dict[str, float]:
+        """One BounceGrad iteration's bounce (structures updated in place) and grad (into ``.grad``)."""
+        if batch.task_ids is None:
+            raise ValueError(f"{type(self).__name__} keeps one structure per meta-training task and needs the "
+                             f"batch's task_ids: train it on a family with a finite set of meta-training tasks "
+                             f"(function-sums, sines, compositions)")
+        ids = batch.task_ids
+        xs, ys, xq, yq = batch.tensors()
+        g = torch.Generator().manual_seed(self.seed * 2**32 + int(self.step) + 1)
+        self._grow(int(ids.max()) + 1, g)
+        current = self.structures[ids]
+        proposed = self.model.scheme.propose(current, self.model.num_modules, g)
+        with torch.no_grad():
+            scores = self.score(torch.stack([current, proposed], 1), xs, ys)
+        accept = metropolis(scores[:, 0], scores[:, 1], self.temperature, g)
+        worse = scores[:, 1] > scores[:, 0]
+        rate = update_rate(self.accept_rate, (accept & worse).sum().to(self.accept_rate.dtype),
+                           worse.sum().to(self.accept_rate.dtype))
+        target = target_rate(int(self.step), self.accept_start, self.accept_end, self.anneal_iterations)
+        self.temperature.copy_(adapt_temperature(self.temperature, rate, target))
+        self.accept_rate.copy_(rate)
+        chosen = torch.where(accept[:, None], proposed, current)
+        self.structures[ids] = chosen
+        task_losses, metrics = vmap(self._val_loss)(chosen, xs, ys, xq, yq)
+        task_losses.mean().backward()
+        self.step.add_(1)
+        return {"loss": task_losses.mean().item(), "metric": metrics.mean().item(),
+                "accepted": accept.float().mean().item(), "temperature": float(self.temperature)}
+
+    def curve(self, batch: TaskBatch, steps: int | None = None) -> torch.Tensor:
+        """``[T, steps + 1]``: query MSE after the search and ``0 .. steps`` fine-tuning steps."""
+        steps = self.inner_steps if steps is None else steps
+        xs, ys, xq, yq = batch.tensors()
+        structures = self.search(xs, ys)
+
+        def task_curve(s: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor, xq: torch.Tensor,
+                       yq: torch.Tensor) -> torch.Tensor:
+            path = self.trajectory(s, xs, ys, steps)
+            return torch.stack([losses.metric(self._forward(p, s, xq), yq) for p in path])
+
+        with torch.no_grad():
+            return vmap(task_curve)(structures, xs, ys, xq, yq)
+
+    # -- the per-task structures -----------------------------------------------------------
+
+    def _grow(self, tasks: int, generator: torch.Generator) -> None:
+        """Give tasks ``len(structures) .. tasks-1`` their initial structures."""
+        have = self.structures.shape[0]
+        if tasks > have:
+            new = self.model.scheme.initial(tasks - have, self.model.num_modules, generator)
+            self.structures = torch.cat([self.structures, new.to(self.structures.device)])
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        # The number of meta-training tasks seen so far is the saved buffer's length.
+        saved = state_dict.get(prefix + "structures")
+        if saved is not None:
+            self.structures = torch.empty_like(saved, device=self.structures.device)
+        super()._load_from_state_dict(state_dict, prefix, *args)
