@@ -292,3 +292,14 @@ def test_each_learner_beats_chance_on_an_omniglot_subset_after_short_training(na
     trained = mm.evaluate(learner, test, episodes=100).mean
     # chance is 20%; a random embedding already scores ~40%, so training must add to it
     assert trained > 0.5 and trained > untrained + 0.1, (untrained, trained)
+
+
+def test_trainer_trains_the_linear_head_baseline_through_train_batch():
+    torch.manual_seed(0)
+    x = torch.randn(60, 6)
+    y = torch.arange(60) % 6
+    family = mm.tasks.ClassificationFamily(x, y, ways=3, shots=2, queries=3)
+    learner = LinearHead(mm.models.MLP(6, family.num_classes, (8,)), batch_size=16)
+    before = [p.detach().clone() for p in learner.parameters()]
+    mm.Trainer(learner, family, optimizer="sgd", lr=0.1, progress=False).fit(5)
+    assert any(not torch.equal(b, p) for b, p in zip(before, learner.parameters()))

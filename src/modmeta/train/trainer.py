@@ -177,15 +177,19 @@ class Trainer:
     def _step(self, iterations: int) -> dict[str, float]:
         """One outer iteration; raises :class:`Diverged` before a non-finite update is applied."""
         param = next(self.learner.parameters())
-        batch = self.tasks.sample(self.meta_batch, self.generator).to(param.device, param.dtype)
+        # Learners trained on plain labelled batches rather than episodes (the embedding +
+        # linear head baseline) draw their own data through ``train_batch``.
+        flat = hasattr(self.learner, "train_batch")
+        if not flat:
+            batch = self.tasks.sample(self.meta_batch, self.generator).to(param.device, param.dtype)
         if self._metric_name is None:
-            self._metric_name = losses.metric_name(batch.y_query)
+            self._metric_name = "accuracy" if flat else losses.metric_name(batch.y_query)
         if self.schedule == "linear":
             for group in self.optimizer.param_groups:
                 group["lr"] = self.lr * (1 - self.iteration / iterations)
         self.learner.train()
         self.optimizer.zero_grad(set_to_none=True)
-        stats = self.learner.meta_backward(batch)
+        stats = self.learner.train_batch(self.tasks, self.generator) if flat else self.learner.meta_backward(batch)
         if not math.isfinite(stats["loss"]):
             raise Diverged(self._divergence(f"the loss became {stats['loss']}"))
         for name, p in self.learner.named_parameters():
