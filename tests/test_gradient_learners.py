@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 import modmeta as mm
+from helpers import assert_matches_finite_differences
 from modmeta.learners import ANIL, FOMAML, LSLR, MAML, MetaSGD, Reptile
 
 DT = torch.float64
@@ -71,46 +72,16 @@ def test_maml_meta_gradient_matches_finite_differences_on_mlp():
     learner = MAML(tiny_mlp(), inner_lr=0.05, inner_steps=2, execution="vmap")
     batch = sine_batch()
     grads = meta_grad(learner, batch)
-    params = dict(learner.named_parameters())
-    gen = torch.Generator().manual_seed(1)
-    eps = 1e-6
-    for _ in range(5):
-        direction = {n: torch.randn(p.shape, generator=gen, dtype=DT) for n, p in params.items()}
-        with torch.no_grad():
-            for n, p in params.items():
-                p += eps * direction[n]
-            plus = meta_loss(learner, batch).item()
-            for n, p in params.items():
-                p -= 2 * eps * direction[n]
-            minus = meta_loss(learner, batch).item()
-            for n, p in params.items():
-                p += eps * direction[n]
-        numeric = (plus - minus) / (2 * eps)
-        analytic = sum((grads[n] * direction[n]).sum() for n in params).item()
-        assert analytic == pytest.approx(numeric, rel=1e-6, abs=1e-8)
+    assert_matches_finite_differences(dict(learner.named_parameters()), grads,
+                                      lambda: meta_loss(learner, batch).item(), seed=1, directions=5, abs=1e-8)
 
 
 def test_maml_meta_gradient_matches_finite_differences_on_conv4_with_batchnorm():
     learner = MAML(tiny_conv(), inner_lr=0.3, inner_steps=1, execution="vmap")
     batch = image_batch()
     grads = meta_grad(learner, batch)
-    params = dict(learner.named_parameters())
-    gen = torch.Generator().manual_seed(2)
-    eps = 1e-6
-    for _ in range(3):
-        direction = {n: torch.randn(p.shape, generator=gen, dtype=DT) for n, p in params.items()}
-        with torch.no_grad():
-            for n, p in params.items():
-                p += eps * direction[n]
-            plus = meta_loss(learner, batch).item()
-            for n, p in params.items():
-                p -= 2 * eps * direction[n]
-            minus = meta_loss(learner, batch).item()
-            for n, p in params.items():
-                p += eps * direction[n]
-        numeric = (plus - minus) / (2 * eps)
-        analytic = sum((grads[n] * direction[n]).sum() for n in params).item()
-        assert analytic == pytest.approx(numeric, rel=1e-6, abs=1e-8)
+    assert_matches_finite_differences(dict(learner.named_parameters()), grads,
+                                      lambda: meta_loss(learner, batch).item(), seed=2, directions=3, abs=1e-8)
 
 
 @pytest.mark.parametrize("execution", ["vmap", "loop"])

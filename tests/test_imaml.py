@@ -10,19 +10,12 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 import modmeta as mm
+from helpers import linear_batch
 from modmeta.learners.imaml import IMAML
 from modmeta.learners.shrinkage import SigmaIMAML, SigmaMAML
 from modmeta.meta.implicit import conjugate_gradient
 
 DT = torch.float64
-
-
-def linear_batch(tasks: int = 3, dim: int = 3, shots: int = 10, seed: int = 0) -> mm.tasks.TaskBatch:
-    g = torch.Generator().manual_seed(seed)
-    w = torch.randn(tasks, dim, 1, generator=g, dtype=DT)
-    x = torch.randn(tasks, 2 * shots, dim, generator=g, dtype=DT)
-    y = x @ w + 0.3 + 0.1 * torch.randn(tasks, 2 * shots, 1, generator=g, dtype=DT)
-    return mm.tasks.TaskBatch(x[:, :shots], y[:, :shots], x[:, shots:], y[:, shots:])
 
 
 def linear_model(dim: int = 3) -> torch.nn.Linear:

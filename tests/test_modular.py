@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 import modmeta as mm
+from helpers import assert_matches_finite_differences
 from modmeta import config
 from modmeta.adapt.structure import adapt_temperature, anneal, metropolis, target_rate, update_rate
 from modmeta.learners import BounceGrad, MoMA
@@ -227,21 +228,7 @@ def test_moma_meta_gradient_matches_finite_differences():
         return sum(learner._val_loss(chosen[t], *(v[t] for v in batch.tensors()))[0].item() for t in range(3)) / 3
 
     params = dict(learner.named_parameters())
-    gen = torch.Generator().manual_seed(2)
-    eps = 1e-6
-    for _ in range(3):
-        direction = {n: torch.randn(p.shape, generator=gen, dtype=DT) for n, p in params.items()}
-        with torch.no_grad():
-            for n, p in params.items():
-                p += eps * direction[n]
-            plus = meta_loss()
-            for n, p in params.items():
-                p -= 2 * eps * direction[n]
-            minus = meta_loss()
-            for n, p in params.items():
-                p += eps * direction[n]
-        analytic = sum((grads[n] * direction[n]).sum() for n in params).item()
-        assert analytic == pytest.approx((plus - minus) / (2 * eps), rel=1e-6, abs=1e-9)
+    assert_matches_finite_differences(params, grads, meta_loss, seed=2, directions=3)
 
 
 def test_resumed_bouncegrad_continues_exactly():

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import modmeta as mm
+from helpers import assert_matches_finite_differences, linear_batch
 from modmeta.adapt.proximal import proximal
 from modmeta.adapt.shrinkage import Shrinkage, group_modules
 from modmeta.learners import MAML, Reptile
@@ -66,14 +67,6 @@ def test_proximal_objective_is_the_loss_plus_the_prior_term():
 
 
 # -- meta-gradients against closed forms ------------------------------------------------
-
-def linear_batch(tasks: int = 3, dim: int = 3, shots: int = 10, seed: int = 0) -> mm.tasks.TaskBatch:
-    g = torch.Generator().manual_seed(seed)
-    w = torch.randn(tasks, dim, 1, generator=g, dtype=DT)
-    x = torch.randn(tasks, 2 * shots, dim, generator=g, dtype=DT)
-    y = x @ w + 0.3 + 0.1 * torch.randn(tasks, 2 * shots, 1, generator=g, dtype=DT)
-    return mm.tasks.TaskBatch(x[:, :shots], y[:, :shots], x[:, shots:], y[:, shots:])
-
 
 RHO = torch.tensor([0.3, -0.4], dtype=DT)  # log-scale of the weight module and the bias module
 INNER_LR, FLOOR = 0.1, 0.2
@@ -145,21 +138,7 @@ def test_sigma_maml_meta_gradient_matches_finite_differences():
         return sum(learner.task_loss(*(t[i] for t in batch.tensors()))[0].item()
                    for i in range(len(batch))) / len(batch)
 
-    gen = torch.Generator().manual_seed(1)
-    eps = 1e-6
-    for _ in range(3):
-        direction = {n: torch.randn(p.shape, generator=gen, dtype=DT) for n, p in params.items()}
-        with torch.no_grad():
-            for n, p in params.items():
-                p += eps * direction[n]
-            plus = loss()
-            for n, p in params.items():
-                p -= 2 * eps * direction[n]
-            minus = loss()
-            for n, p in params.items():
-                p += eps * direction[n]
-        analytic = sum((grads[n] * direction[n]).sum() for n in params).item()
-        assert analytic == pytest.approx((plus - minus) / (2 * eps), rel=1e-6, abs=1e-9)
+    assert_matches_finite_differences(params, grads, loss, seed=1, directions=3)
     assert grads["shrinkage.rho"].abs().min() > 1e-4
 
 

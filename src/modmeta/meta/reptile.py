@@ -7,8 +7,6 @@ learning rate ``ε`` is then exactly Reptile, and Adam on it is the variant the 
 
 from __future__ import annotations
 
-import torch
-
 from modmeta.models.functional import Params
 
 
