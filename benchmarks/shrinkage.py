@@ -43,7 +43,7 @@ import modmeta as mm
 
 RESULTS = Path(__file__).parent / "results"
 OMNIGLOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "omniglot"
-REPORT_STEPS = (1, 10, 100)
+REPORT_STEPS = (1, 10, 100, 1000)
 
 
 def make_learner(name: str, model: torch.nn.Module, inner_lr: float, steps: int, sigma: float, lam: float
@@ -68,8 +68,8 @@ def setup(args: argparse.Namespace) -> tuple[mm.tasks.TaskFamily, mm.tasks.TaskF
         family = mm.tasks.Sinusoid(shots=10, queries=10)
         return family, family, mm.models.MLP(1, 1, (40, 40))
     if args.bench == "teacher":
-        family = mm.tasks.TeacherFamily(layer=args.layer, hidden=(8,), x_dim=4, shots=20, queries=20,
-                                        spread=2.0, low=-1.0, high=1.0)
+        family = mm.tasks.TeacherFamily(layer=args.layer, hidden=(8,), x_dim=4, shots=args.shots, queries=20,
+                                        spread=args.spread, low=-1.0, high=1.0, noise=args.noise)
         return family, family, family.teacher() if args.init == "teacher" else mm.models.MLP(4, 1, (8,))
     train = mm.tasks.Omniglot(args.root, "train", ways=5, shots=1, queries=15)
     test = mm.tasks.Omniglot(args.root, "test", ways=5, shots=1, queries=15)
@@ -78,7 +78,7 @@ def setup(args: argparse.Namespace) -> tuple[mm.tasks.TaskFamily, mm.tasks.TaskF
 
 DEFAULTS = {  # bench: (inner_lr, train steps, test steps, episodes, meta-batch, sigma, lambda)
     "sinusoid": (0.01, 10, 100, 600, 25, 1.0, 2.0),
-    "teacher": (0.1, 50, 100, 600, 8, 2.0, 1.0),
+    "teacher": (0.1, 100, 1000, 600, 8, 1.0, 1.0),
     "omniglot": (0.1, 5, 100, 200, 8, 1.0, 1.0),
 }
 
@@ -93,9 +93,13 @@ def run(args: argparse.Namespace) -> None:
     sigma = args.sigma or sigma
     lam = args.lam or lam
     episodes = args.episodes or episodes
+    test_steps = args.test_steps or test_steps
     train, test, model = setup(args)
     learner = make_learner(args.learner, model, inner_lr, train_steps, sigma, lam)
-    opt = torch.optim.Adam(learner.parameters(), lr=args.lr)
+    sigma_params = [p for n, p in learner.named_parameters() if n.startswith("shrinkage.")]
+    others = [p for n, p in learner.named_parameters() if not n.startswith("shrinkage.")]
+    opt = torch.optim.Adam([{"params": others}, {"params": sigma_params, "lr": args.sigma_lr or args.lr}],
+                           lr=args.lr)
     generator = torch.Generator().manual_seed(args.seed)
     budget = 60 * args.minutes
     start, cpu_start = time.perf_counter(), time.process_time()
@@ -124,11 +128,12 @@ def run(args: argparse.Namespace) -> None:
         "machine": f"{platform.machine()} CPU, {args.threads} thread(s), torch {torch.__version__}",
         "command": " ".join(["python", "benchmarks/shrinkage.py", *sys.argv[1:]]),
         "settings": {"inner_lr": inner_lr, "train_steps": train_steps, "test_steps": test_steps,
-                     "meta_batch": meta_batch, "optimizer": "adam", "lr": args.lr, "seed": args.seed,
+                     "meta_batch": meta_batch, "optimizer": "adam", "lr": args.lr,
+                     "sigma_lr": (args.sigma_lr or args.lr) if hasattr(learner, "sigmas") else None, "seed": args.seed,
                      "sigma_init": sigma if args.learner.startswith("sigma") else None,
                      "lambda": lam if args.learner == "imaml" else None,
-                     "layer": args.layer if args.bench == "teacher" else None,
-                     "init": args.init if args.bench == "teacher" else None},
+                     **({"layer": args.layer, "init": args.init, "shots": args.shots, "spread": args.spread,
+                         "noise": args.noise} if args.bench == "teacher" else {"layer": None, "init": None})},
         "iterations": iterations, "train_cpu_seconds": round(cpu_seconds, 1),
         "train_wall_seconds": round(wall_seconds, 1), "evaluation": ev.to_dict(),
         "sigma": learner.sigmas() if hasattr(learner, "sigmas") else None, "log": log,
@@ -154,8 +159,10 @@ def varying_module(layer: int) -> str:
 
 
 def report() -> str:
-    """Markdown tables of every ``shrinkage-*.json`` result: the metric at 1/10/100 steps, σ, and
-    for the teacher family the ratio of the varying layer's σ to the largest other σ."""
+    """Markdown tables of every ``shrinkage-*.json`` result: the metric at 1/10/100(/1000) steps,
+    the best point of the curve and its step (a best step short of the last is overfitting of
+    long adaptation), σ, and for the teacher family the ratio of the varying layer's σ to the
+    largest other σ."""
     results = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("shrinkage-*.json"))]
     results.sort(key=lambda r: (ORDER.index(r["learner"].split("-steps")[0]), r["learner"]))
     lines = []
@@ -169,22 +176,26 @@ def report() -> str:
         rows = [r for r in results if key(r) == bench]
         metric = rows[0]["evaluation"]["metric"]
         teacher = bench[1] is not None
+        steps = [k for k in REPORT_STEPS if any(k < len(r["evaluation"]["curve"]) for r in rows)]
         title = bench[0] + (f", only {varying_module(bench[1])} varies, {bench[2]} start" if teacher else "")
         lines += [f"\n#### {title} ({metric}, mean ± 95% CI over {rows[0]['evaluation']['episodes']} test tasks)\n",
-                  "| learner | train steps | " + " | ".join(f"{k} step{'s' * (k > 1)}" for k in REPORT_STEPS)
-                  + " | iterations | CPU min | wall min | σ per module |" + (" σ ratio |" if teacher else ""),
-                  "|---" * (len(REPORT_STEPS) + 6 + teacher) + "|"]
+                  "| learner | train steps | " + " | ".join(f"{k} step{'s' * (k > 1)}" for k in steps)
+                  + " | best (step) | iterations | CPU min | wall min | σ per module |" + (" σ ratio |" if teacher else ""),
+                  "|---" * (len(steps) + 7 + teacher) + "|"]
         for r in rows:
             curve = r["evaluation"]["curve"]
-            cells = [number(metric, *curve[k]) if k < len(curve) else "" for k in REPORT_STEPS]
+            cells = [number(metric, *curve[k]) if k < len(curve) else "" for k in steps]
             sigma = ", ".join(f"{m} {v:.3g}" for m, v in r["sigma"].items()) if r["sigma"] else ""
+            means = [m for m, _ in curve]
+            best = (max if metric == "accuracy" else min)(range(len(curve)), key=means.__getitem__)
             line = (f"| {r['learner']} | {r['settings']['train_steps']} | " + " | ".join(cells)
-                    + f" | {r['iterations']} | {r['train_cpu_seconds'] / 60:.1f} | {r['train_wall_seconds'] / 60:.1f}"
+                    + f" | {number(metric, *curve[best])} ({best}) | {r['iterations']} | {r['train_cpu_seconds'] / 60:.1f} | {r['train_wall_seconds'] / 60:.1f}"
                     + f" | {sigma} |")
             if teacher:
                 mine = varying_module(bench[1])
-                ratio = r["sigma"][mine] / max(v for m, v in r["sigma"].items() if m != mine)
-                line += f" {ratio:.2f} |"
+                found = r["sigma"] and mine in r["sigma"]
+                ratio = r["sigma"][mine] / max(v for m, v in r["sigma"].items() if m != mine) if found else None
+                line += f" {ratio:.2f} |" if found else " |"
             lines.append(line)
     return "\n".join(lines) + "\n"
 
@@ -206,14 +217,19 @@ def main() -> None:
                                                         "sigma-imaml", "sigma-reptile"])
     parser.add_argument("--minutes", type=float, default=1.5, help="training budget, CPU minutes")
     parser.add_argument("--lr", type=float, default=1e-3, help="outer Adam learning rate")
+    parser.add_argument("--sigma-lr", type=float, default=None, help="Adam learning rate of σ (default: --lr)")
     parser.add_argument("--inner-lr", type=float, default=None)
     parser.add_argument("--train-steps", type=int, default=None, help="inner steps in training")
     parser.add_argument("--meta-batch", type=int, default=None)
     parser.add_argument("--sigma", type=float, default=None, help="initial σ of every module")
     parser.add_argument("--lam", type=float, default=None, help="iMAML's λ")
     parser.add_argument("--episodes", type=int, default=None, help="test tasks")
+    parser.add_argument("--test-steps", type=int, default=None, help="adaptation steps at test time")
     parser.add_argument("--layer", type=int, default=-1, help="teacher: the layer that varies")
     parser.add_argument("--init", choices=["random", "teacher"], default="random", help="teacher: the student's start")
+    parser.add_argument("--shots", type=int, default=10, help="teacher: support points per task")
+    parser.add_argument("--spread", type=float, default=1.0, help="teacher: scale of the varying layer's per-task change")
+    parser.add_argument("--noise", type=float, default=0.1, help="teacher: standard deviation of the target noise")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--root", default=str(OMNIGLOT))

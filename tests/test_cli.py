@@ -75,6 +75,23 @@ def test_eval_prints_a_table_and_plot_writes_pngs(trained, capsys):
         assert (trained / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_a_shrinkage_run_reports_sigma_per_module_in_eval_and_plot(tmp_path, capsys):
+    cfg = {**TINY, "learner": {"name": "sigma-imaml", "inner_lr": 0.01, "inner_steps": 2, "sigma": 0.8}}
+    path = tmp_path / "sigma.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "sigma-run"
+    assert main(["train", str(path), "--out", str(out), "--quiet"]) == 0
+    sigmas = config.restore(out).learner.sigmas()
+    assert set(sigmas) == {"body.0", "head"} and sigmas != pytest.approx({"body.0": 0.8, "head": 0.8})
+    capsys.readouterr()
+    assert main(["eval", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["sigma"] == pytest.approx(sigmas)
+    assert main(["plot", str(out)]) == 0
+    shown = capsys.readouterr().out
+    assert "σ per module" in shown and f"{sigmas['head']:.4g}" in shown and "sigma.png" in shown
+    assert (out / "sigma.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_resume_of_a_finished_run_changes_nothing_and_a_changed_config_is_refused(trained, tiny_config, capsys):
     before = (trained / "metrics.jsonl").read_text()
     assert main(["train", str(tiny_config), "--out", str(trained), "--quiet", "--resume"]) == 0

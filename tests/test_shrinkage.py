@@ -185,24 +185,25 @@ def test_registered_and_report_sigma_per_module():
 # -- the task family whose truth is known --------------------------------------------------
 
 def test_sigma_imaml_finds_the_one_layer_that_differs_across_tasks():
-    """Only the teacher's last layer varies; after brief meta-training its σ is the largest.
-
-    The student starts at the teacher's mean weights so that 150 iterations suffice to see σ
-    separate (φ is meta-trained too); benchmarks/shrinkage.py runs it from a random start.
-    """
-    family = mm.tasks.TeacherFamily(layer=-1, hidden=(8,), x_dim=4, shots=20, queries=20, spread=2.0,
-                                    low=-1.0, high=1.0)
-    learner = SigmaIMAML(family.teacher(), inner_lr=0.1, inner_steps=50, sigma=2.0)
-    optimizer = torch.optim.Adam(learner.parameters(), lr=2e-2)
+    """Only the teacher's last layer varies; after brief meta-training from a random start its
+    σ is the largest. Ten noisy points per task and 100 inner steps: adapting the shared layer
+    too fits the noise, so the validation loss shrinks it (benchmarks/SHRINKAGE.md runs all
+    three estimators, and the case where the first layer varies)."""
+    family = mm.tasks.TeacherFamily(layer=-1, hidden=(8,), x_dim=4, shots=10, queries=20, spread=1.0,
+                                    low=-1.0, high=1.0, noise=0.1)
+    torch.manual_seed(0)
+    learner = SigmaIMAML(mm.models.MLP(4, 1, (8,)), inner_lr=0.1, inner_steps=100, sigma=1.0)
+    optimizer = torch.optim.Adam([{"params": learner.model.parameters()},
+                                  {"params": learner.shrinkage.parameters(), "lr": 3e-2}], lr=1e-2)
     generator = torch.Generator().manual_seed(0)
-    for _ in range(150):
+    for _ in range(300):
         optimizer.zero_grad()
         learner.meta_backward(family.sample(8, generator))
         optimizer.step()
     sigma = learner.sigmas()
     ratio = sigma["head"] / sigma["body.0"]
     print(f"σ per module {sigma}; head / body.0 = {ratio:.2f}")
-    assert ratio > 2.0  # 2.95 when written
+    assert ratio > 3.0  # 8.33 when written
 
 
 def test_teacher_family_is_its_teacher_network_when_nothing_varies():
@@ -212,5 +213,10 @@ def test_teacher_family_is_its_teacher_network_when_nothing_varies():
         torch.testing.assert_close(family.teacher()(batch.x_support), batch.y_support)
     varied = mm.tasks.TeacherFamily(layer=1, hidden=(6, 5), x_dim=3, spread=1.0).sample(2, torch.Generator())
     assert not torch.allclose(varied.y_support[0], family.teacher()(varied.x_support[0]).detach())
+    noisy = mm.tasks.TeacherFamily(layer=1, hidden=(6, 5), x_dim=3, shots=400, queries=2, spread=0.0, noise=0.3)
+    batch = noisy.sample(3, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        residual = batch.y_support - noisy.teacher()(batch.x_support)
+    assert residual.std().item() == pytest.approx(0.3, rel=0.05) and abs(residual.mean().item()) < 0.03
     with pytest.raises(ValueError, match="layer must be in"):
         mm.tasks.TeacherFamily(layer=3, hidden=(6, 5))

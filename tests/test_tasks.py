@@ -54,6 +54,9 @@ def test_function_family_from_any_callable():
     with pytest.raises(ValueError, match="returned shape"):
         mm.tasks.FunctionFamily(lambda x, p: x[..., 0], lambda n, g: torch.rand(n, 1, generator=g),
                                 2, 2, 0.0, 1.0).sample(2, torch.Generator())
+    with pytest.raises(ValueError, match="noise is a standard deviation"):
+        mm.tasks.FunctionFamily(lambda x, p: x, lambda n, g: torch.rand(n, 1, generator=g), 2, 2, 0.0, 1.0,
+                                noise=-0.1)
 
 
 def test_classification_episodes_are_class_consistent():

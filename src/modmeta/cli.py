@@ -22,6 +22,7 @@ import yaml
 from modmeta import config, plot, registry, structures
 from modmeta.evaluate import Evaluation, evaluate
 from modmeta.learners.bouncegrad import BounceGrad
+from modmeta.learners.shrinkage import ShrinkageLearner
 from modmeta.train import checkpoint
 
 EXAMPLES = {
@@ -33,7 +34,8 @@ EXAMPLES = {
   modmeta eval runs/sinusoid-maml
   modmeta eval runs/sinusoid-maml --episodes 600 --steps 10 --json""",
     "plot": """examples:
-  modmeta plot runs/sinusoid-maml     # writes runs/sinusoid-maml/learning_curves.png and adaptation.png""",
+  modmeta plot runs/sinusoid-maml     # writes runs/sinusoid-maml/learning_curves.png and adaptation.png
+  modmeta plot runs/teacher-sigma-imaml   # a shrinkage learner's run adds sigma.png, σ per module""",
     "list": """examples:
   modmeta list""",
     "demo": """examples:
@@ -154,6 +156,9 @@ def _eval(args: argparse.Namespace) -> int:
     modules = _component_match(run, args.split, result)
     if modules is not None:
         record["modules"] = modules.to_dict()
+    sigmas = _sigmas(run)
+    if sigmas is not None:
+        record["sigma"] = sigmas
     (Path(args.run_dir) / "eval.json").write_text(json.dumps(record) + "\n")
     if args.json:
         print(json.dumps(record))
@@ -164,6 +169,8 @@ def _eval(args: argparse.Namespace) -> int:
         print(f"  after {k:>2} step{'s' if k != 1 else ' '}  {_number(result.metric, mean, ci)}")
     if modules is not None:
         print(f"modules against the true components: {modules}")
+    if sigmas is not None:
+        print(_sigma_table(sigmas))
     return 0
 
 
@@ -187,6 +194,7 @@ def _plot(args: argparse.Namespace) -> int:
     if curve is not None:
         written.append(plot.adaptation({folder.name: curve}, metric, folder / "adaptation.png", title))
     written += _modular_figures(folder)
+    written += _shrinkage_figure(folder)
     for path in written:
         print(f"wrote {path}")
     return 0
@@ -276,12 +284,46 @@ def _component_match(run: config.Run, split: str, result: Evaluation) -> structu
 def _modular_figures(folder: Path) -> list[Path]:
     """A modular run's module-usage heat maps, test structures and ``structures.json``
     (:func:`modmeta.structures.figures`); nothing for other learners."""
-    saved = folder / "config.yaml"
-    if not saved.is_file() or not _is_modular(yaml.safe_load(saved.read_text())["learner"]["name"]):
+    cls = _learner_class(folder)
+    if cls is None or not issubclass(cls, BounceGrad):
         return []
     run = config.restore(folder)
     return structures.figures(run.learner, config.evaluation_tasks(run), folder)
 
+
+
+def _learner_class(folder: Path) -> type | None:
+    """The registered class of the learner a run folder's ``config.yaml`` names (None if none)."""
+    saved = folder / "config.yaml"
+    if not saved.is_file():
+        return None
+    entry = registry.LEARNERS.get(yaml.safe_load(saved.read_text())["learner"]["name"])
+    return entry.build if entry is not None and isinstance(entry.build, type) else None
+
+
+def _sigmas(run: config.Run) -> dict[str, float] | None:
+    """``σ_m`` per module of a shrinkage learner (σ-MAML, σ-iMAML, σ-Reptile, iMAML); None otherwise."""
+    return run.learner.sigmas() if isinstance(run.learner, ShrinkageLearner) else None
+
+
+def _sigma_table(sigmas: dict[str, float]) -> str:
+    """σ per module, largest first: large σ is task-specific, small σ shared across tasks."""
+    width = max(map(len, sigmas))
+    rows = [f"  {name:<{width}}  {value:.4g}" for name, value in sorted(sigmas.items(), key=lambda kv: -kv[1])]
+    return "\n".join(["σ per module (large: task-specific, small: shared across tasks):", *rows])
+
+
+def _shrinkage_figure(folder: Path) -> list[Path]:
+    """A shrinkage run's ``sigma.png`` (σ per module, :func:`modmeta.plot.shrinkage`) and its
+    σ table on the terminal; nothing for other learners."""
+    cls = _learner_class(folder)
+    if cls is None or not issubclass(cls, ShrinkageLearner):
+        return []
+    run = config.restore(folder)
+    sigmas = _sigmas(run)
+    print(_sigma_table(sigmas))
+    return [plot.shrinkage(sigmas, folder / "sigma.png", f"σ per module, {run.checkpoint.name} at iteration "
+                                                         f"{run.iteration} (large: task-specific)")]
 
 
 def _table(results: dict[str, Evaluation], steps: Sequence[int]) -> str:

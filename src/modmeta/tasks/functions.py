@@ -15,7 +15,8 @@ Function = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 class FunctionFamily(TaskFamily):
-    """Tasks ``y = f(x; p)``: ``p`` drawn once per task, ``x`` uniform in ``[low, high)``.
+    """Tasks ``y = f(x; p) + ε``: ``p`` drawn once per task, ``x`` uniform in ``[low, high)``,
+    observation noise ``ε ~ N(0, noise²)`` independent per point (none by default).
 
     ``draw_params(tasks, generator)`` returns a ``[T, P]`` tensor of task parameters and
     ``function(x, p)`` maps ``x: [T, N, x_dim]`` and ``p: [T, P]`` to ``y: [T, N, y_dim]``.
@@ -34,7 +35,10 @@ class FunctionFamily(TaskFamily):
         high: float,
         x_dim: int = 1,
         output_size: int = 1,
+        noise: float = 0.0,
     ) -> None:
+        if not noise >= 0:
+            raise ValueError(f"noise is a standard deviation, >= 0; got {noise}")
         if shots < 1 or queries < 1:
             raise ValueError(f"shots and queries must be at least 1, got {shots} and {queries}")
         if not high > low:
@@ -47,6 +51,7 @@ class FunctionFamily(TaskFamily):
         self.high = high
         self.x_dim = x_dim
         self.output_size = output_size
+        self.noise = noise
 
     def sample(self, tasks: int, generator: torch.Generator) -> TaskBatch:
         p = self.draw_params(tasks, generator)
@@ -58,6 +63,8 @@ class FunctionFamily(TaskFamily):
                 f"the family's function returned shape {tuple(y.shape)}, expected "
                 f"{(tasks, n, self.output_size)} (tasks, points, output_size)"
             )
+        if self.noise:
+            y = y + self.noise * torch.randn(y.shape, generator=generator, dtype=y.dtype)
         s = self.shots
         return TaskBatch(x[:, :s], y[:, :s], x[:, s:], y[:, s:])
 

@@ -2,7 +2,8 @@
 
 Every task is the same ReLU network ``x_dim → hidden[0] → ... → 1`` except for layer
 ``layer``, whose weights and bias are drawn per task around the teacher's,
-``W_t = W̄ + spread · N(0, 1/fan_in)``. A learner that finds task-specific modules (shrinkage,
+``W_t = W̄ + spread · N(0, 1/fan_in)``, and the targets carry observation noise of standard
+deviation ``noise``. A learner that finds task-specific modules (shrinkage,
 Chen et al. 2020) should find that layer and no other: with a student of the same shape
 (:class:`modmeta.models.MLP`), layer ``i`` is the student's ``body.{2i}`` and the last one its
 ``head``.
@@ -27,7 +28,7 @@ class TeacherFamily(FunctionFamily):
 
     def __init__(self, layer: int = -1, hidden: Sequence[int] = (40, 40), x_dim: int = 1, shots: int = 10,
                  queries: int = 10, spread: float = 1.0, seed: int = 0, low: float = -2.0,
-                 high: float = 2.0) -> None:
+                 high: float = 2.0, noise: float = 0.0) -> None:
         sizes = [x_dim, *hidden, 1]
         n_layers = len(sizes) - 1
         if not -n_layers <= layer < n_layers:
@@ -38,7 +39,7 @@ class TeacherFamily(FunctionFamily):
         self.weights = [torch.randn(b, a, generator=g) / a**0.5 for a, b in zip(sizes[:-1], sizes[1:])]
         self.biases = [0.1 * torch.randn(b, generator=g) for b in sizes[1:]]
         super().__init__(function=self._teacher, draw_params=self._draw, shots=shots, queries=queries,
-                         low=low, high=high, x_dim=x_dim)
+                         low=low, high=high, x_dim=x_dim, noise=noise)
 
     def teacher(self) -> MLP:
         """The teacher as an :class:`modmeta.models.MLP`, its varying layer at the mean ``W̄``."""
