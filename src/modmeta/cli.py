@@ -322,8 +322,8 @@ def _shrinkage_figure(folder: Path) -> list[Path]:
     run = config.restore(folder)
     sigmas = _sigmas(run)
     print(_sigma_table(sigmas))
-    return [plot.shrinkage(sigmas, folder / "sigma.png", f"σ per module, {run.checkpoint.name} at iteration "
-                                                         f"{run.iteration} (large: task-specific)")]
+    title = f"σ per module, {run.checkpoint.name} at iteration {run.iteration}\n(large: task-specific, small: shared)"
+    return [plot.shrinkage(sigmas, folder / "sigma.png", title)]
 
 
 def _table(results: dict[str, Evaluation], steps: Sequence[int]) -> str:
