@@ -10,19 +10,23 @@ module):
   and 100 steps at the same rate on 600 held-out tasks: long adaptation from few points.
 - ``omniglot``: 5-way 1-shot, Conv4 (stride 2), trained with ``--train-steps`` inner steps at
   rate 0.1, tested after 1, 10 and 100 steps on 200 episodes of the test characters.
+  The archives are read from ``--root`` (default ``../shared/data/omniglot``).
 - ``teacher``: the family whose truth is known (:class:`modmeta.tasks.TeacherFamily`): a fixed
-  random network ``4 → 8 → 1`` in which only layer ``--layer`` varies per task; the student
-  starts from a random initialisation, or with ``--init teacher`` from the teacher's mean
-  weights (φ is meta-trained either way). Reports ``σ`` of the varying layer over the largest
-  other ``σ``.
+  random network ``4 → 8 → 1`` in which only layer ``--layer`` varies per task (by
+  ``--spread``), ``--shots`` support points with target noise ``--noise``; 100 MAP steps at
+  rate 0.1 in training, 1000 at test. The student starts from a random initialisation, or with
+  ``--init teacher`` from the teacher's mean weights (φ is meta-trained either way). Reports
+  ``σ`` of the varying layer over the largest other ``σ``.
 
 Training runs for ``--minutes`` of the process's CPU time (``time.process_time``; with one
 thread, the time it takes on an idle core: the machine's cores are shared, so the wall time is
-recorded too), Adam at ``--lr``, meta-batch ``--meta-batch``.
+recorded too), Adam at ``--lr`` (``--sigma-lr`` for ``σ``), meta-batch ``--meta-batch``.
 
     python benchmarks/shrinkage.py sinusoid sigma-imaml --minutes 1.5
-    python benchmarks/shrinkage.py teacher sigma-imaml --layer -1 --minutes 2
+    python benchmarks/shrinkage.py teacher sigma-imaml --layer -1 --minutes 2.5 --lr 1e-2 --sigma-lr 3e-2
+    python benchmarks/shrinkage.py omniglot sigma-imaml --minutes 8 --sigma-lr 1e-2
     python benchmarks/shrinkage.py report          # tables of every result into SHRINKAGE.md
+    python benchmarks/shrinkage.py omniglot implicit-check   # implicit vs unrolled meta-gradient
 
 Learners: maml, imaml, reptile, sigma-maml, sigma-imaml, sigma-reptile, pretrained.
 """
@@ -30,6 +34,7 @@ Learners: maml, imaml, reptile, sigma-maml, sigma-imaml, sigma-reptile, pretrain
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import platform
 import sys
@@ -40,6 +45,8 @@ from pathlib import Path
 import torch
 
 import modmeta as mm
+from modmeta.adapt import sgd
+from modmeta.models.functional import parameters
 
 RESULTS = Path(__file__).parent / "results"
 OMNIGLOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "omniglot"
@@ -146,11 +153,66 @@ def run(args: argparse.Namespace) -> None:
           f"{wall_seconds:.0f} wall s); sigma {result['sigma']} -> {out}")
 
 
+def implicit_check(args: argparse.Namespace) -> None:
+    """How far the implicit meta-gradient of iMAML is from the exact gradient of the same inner
+    loop, on one meta-batch of the benchmark's tasks at its (random) initialisation.
+
+    For each inner rate, number of MAP steps and of CG steps: the norm of the MAP objective's
+    gradient at ``θ̂`` (0 at a stationary point, where the implicit function theorem holds),
+    measured on the first task, and the cosine and norm ratio between iMAML's gradient and the
+    gradient through the unrolled steps of the same proximal objective (σ-MAML with one fixed
+    σ = λ^-1/2), over the meta-batch (``--meta-batch``, default 4).
+    Writes ``results/implicit-check-BENCH.json``.
+    """
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    train, _, model = setup(args)
+    batch = train.sample(args.meta_batch or 4, torch.Generator().manual_seed(args.seed))
+    lam = args.lam or DEFAULTS[args.bench][6]
+    settings = [(0.1, 5, 5), (0.1, 100, 5), (0.1, 100, 20), (0.03, 100, 5), (0.03, 100, 20)]
+    if args.bench != "omniglot":
+        settings = [(DEFAULTS[args.bench][0], k, cg) for k in (10, 100) for cg in (5, 20)]
+
+    def gradient(learner: mm.learners.Learner) -> torch.Tensor:
+        learner.zero_grad()
+        learner.meta_backward(batch)
+        return torch.cat([p.grad.flatten() for n, p in learner.named_parameters() if n.startswith("model.")])
+
+    rows = []
+    for inner_lr, steps, cg in settings:
+        imaml = mm.learners.IMAML(copy.deepcopy(model), inner_lr=inner_lr, inner_steps=steps, lam=lam, cg_steps=cg)
+        implicit = gradient(imaml)
+        phi = {n: p.detach() for n, p in parameters(imaml.model).items()}
+        objective = imaml.map_objective(batch.x_support[0], batch.y_support[0], phi, imaml.shrinkage.rho.detach())
+        theta = sgd(objective, phi, steps, imaml.rates, history=False)[-1]
+        theta = {n: t.detach().requires_grad_() for n, t in theta.items()}
+        stationarity = torch.cat([g.flatten() for g in torch.autograd.grad(objective(theta), list(theta.values()))])
+        unrolled = gradient(mm.learners.SigmaMAML(copy.deepcopy(model), inner_lr=inner_lr, inner_steps=steps,
+                                                  sigma=lam**-0.5, modules=lambda name: "all", learn_sigma=False,
+                                                  min_sigma=0.0))
+        row = {"inner_lr": inner_lr, "inner_steps": steps, "cg_steps": cg,
+               "map_gradient_norm": stationarity.norm().item(),
+               "cosine": (implicit @ unrolled / implicit.norm() / unrolled.norm()).item(),
+               "norm_ratio": (implicit.norm() / unrolled.norm()).item()}
+        rows.append(row)
+        print(row, flush=True)
+    out = RESULTS / f"implicit-check-{args.bench}.json"
+    out.write_text(json.dumps({"benchmark": args.bench, "lambda": lam, "tasks": len(batch), "date": date.today().isoformat(),
+                               "command": " ".join(["python", "benchmarks/shrinkage.py", *sys.argv[1:]]),
+                               "rows": rows}, indent=1))
+    print(f"-> {out}")
+
+
 def number(metric: str, mean: float, ci: float) -> str:
     return f"{100 * mean:.1f} ± {100 * ci:.1f}%" if metric == "accuracy" else f"{mean:.3f} ± {ci:.3f}"
 
 
 ORDER = ["maml", "imaml", "reptile", "pretrained", "sigma-maml", "sigma-imaml", "sigma-reptile"]
+
+
+def base_learner(name: str) -> str:
+    """The learner of a result's name, without the ``--tag`` suffix (``sigma-imaml-seed1``)."""
+    return max((n for n in ORDER if name == n or name.startswith(n + "-")), key=len)
 
 
 def varying_module(layer: int) -> str:
@@ -164,7 +226,7 @@ def report() -> str:
     long adaptation), σ, and for the teacher family the ratio of the varying layer's σ to the
     largest other σ."""
     results = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("shrinkage-*.json"))]
-    results.sort(key=lambda r: (ORDER.index(r["learner"].split("-steps")[0]), r["learner"]))
+    results.sort(key=lambda r: (ORDER.index(base_learner(r["learner"])), r["learner"]))
     lines = []
 
     def key(r: dict) -> tuple:
@@ -214,7 +276,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("bench", choices=["sinusoid", "omniglot", "teacher", "report"])
     parser.add_argument("learner", nargs="?", choices=["maml", "imaml", "reptile", "pretrained", "sigma-maml",
-                                                        "sigma-imaml", "sigma-reptile"])
+                                                        "sigma-imaml", "sigma-reptile", "implicit-check"])
     parser.add_argument("--minutes", type=float, default=1.5, help="training budget, CPU minutes")
     parser.add_argument("--lr", type=float, default=1e-3, help="outer Adam learning rate")
     parser.add_argument("--sigma-lr", type=float, default=None, help="Adam learning rate of σ (default: --lr)")
@@ -239,6 +301,8 @@ def main() -> None:
         text = report()
         print(text)
         write_report(text)
+    elif args.learner == "implicit-check":
+        implicit_check(args)
     elif args.learner is None:
         parser.error("name a learner")
     else:
