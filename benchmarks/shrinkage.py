@@ -224,7 +224,7 @@ def report() -> str:
     """Markdown tables of every ``shrinkage-*.json`` result: the metric at 1/10/100(/1000) steps,
     the best point of the curve and its step (a best step short of the last is overfitting of
     long adaptation), σ, and for the teacher family the ratio of the varying layer's σ to the
-    largest other σ."""
+    largest other σ; then the ``implicit-check`` results."""
     results = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("shrinkage-*.json"))]
     results.sort(key=lambda r: (ORDER.index(base_learner(r["learner"])), r["learner"]))
     lines = []
@@ -259,6 +259,14 @@ def report() -> str:
                 ratio = r["sigma"][mine] / max(v for m, v in r["sigma"].items() if m != mine) if found else None
                 line += f" {ratio:.2f} |" if found else " |"
             lines.append(line)
+    for path in sorted(RESULTS.glob("implicit-check-*.json")):
+        check = json.loads(path.read_text())
+        lines += [f"\n#### implicit-check, {check['benchmark']} (iMAML's λ = {check['lambda']:g}, "
+                  f"{check['tasks']} tasks at initialisation)\n",
+                  "| inner rate | MAP steps | CG steps | MAP gradient norm at θ̂ | cosine to unrolled | norm ratio |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {r['inner_lr']:g} | {r['inner_steps']} | {r['cg_steps']} | {r['map_gradient_norm']:.2g} | "
+                  f"{r['cosine']:.3f} | {r['norm_ratio']:.2f} |" for r in check["rows"]]
     return "\n".join(lines) + "\n"
 
 
