@@ -86,6 +86,10 @@ def test_a_shrinkage_run_reports_sigma_per_module_in_eval_and_plot(tmp_path, cap
     capsys.readouterr()
     assert main(["eval", str(out), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["sigma"] == pytest.approx(sigmas)
+    assert main(["eval", str(out), "--steps", "30", "--episodes", "10"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[1] for line in lines if line.startswith("  after")] == ["0", "1", "2", "5", "10", "20", "30"]
+    assert any(line.startswith("  best ") for line in lines) and "σ per module" in "\n".join(lines)
     assert main(["plot", str(out)]) == 0
     shown = capsys.readouterr().out
     assert "σ per module" in shown and f"{sigmas['head']:.4g}" in shown and "sigma.png" in shown

@@ -165,8 +165,14 @@ def _eval(args: argparse.Namespace) -> int:
         return 0
     print(f"{run.config.learner.name} on {run.config.tasks.name} ({args.split} split), "
           f"{run.checkpoint.name} at iteration {run.iteration}: {result}")
-    for k, (mean, ci) in enumerate(result.curve):
-        print(f"  after {k:>2} step{'s' if k != 1 else ' '}  {_number(result.metric, mean, ci)}")
+    last = len(result.curve) - 1
+    width = max(2, len(str(last)))
+    for k in _shown_steps(last):
+        print(f"  after {k:>{width}} step{'s' if k != 1 else ' '}  {_number(result.metric, *result.curve[k])}")
+    if last > 20:
+        means = [mean for mean, _ in result.curve]
+        best = (max if result.metric == "accuracy" else min)(range(last + 1), key=means.__getitem__)
+        print(f"  best    {_number(result.metric, *result.curve[best])} after {best} step{'s' if best != 1 else ''}")
     if modules is not None:
         print(f"modules against the true components: {modules}")
     if sigmas is not None:
@@ -324,6 +330,15 @@ def _shrinkage_figure(folder: Path) -> list[Path]:
     print(_sigma_table(sigmas))
     title = f"σ per module, {run.checkpoint.name} at iteration {run.iteration}\n(large: task-specific, small: shared)"
     return [plot.shrinkage(sigmas, folder / "sigma.png", title)]
+
+
+def _shown_steps(last: int) -> list[int]:
+    """The adaptation steps ``eval`` prints: all up to 20, beyond that 1, 2 and 5 per decade
+    (0, 1, 2, 5, 10, 20, 50, 100, ...) and the last."""
+    if last <= 20:
+        return list(range(last + 1))
+    steps = [0] + [m * 10**e for e in range(len(str(last))) for m in (1, 2, 5) if m * 10**e < last]
+    return steps + [last]
 
 
 def _table(results: dict[str, Evaluation], steps: Sequence[int]) -> str:
