@@ -272,10 +272,22 @@ def _demo(args: argparse.Namespace) -> int:
 # -- helpers -----------------------------------------------------------------------------
 
 
+def _learner_class(learner_name: str) -> type | None:
+    """The class of the registered learner ``learner_name`` (None if there is none)."""
+    build = registry.LEARNERS[learner_name].build if learner_name in registry.LEARNERS else None
+    return build if isinstance(build, type) else None
+
+
+def _saved_learner_class(folder: Path) -> type | None:
+    """The class of the learner a run folder's ``config.yaml`` names (None without one)."""
+    saved = folder / "config.yaml"
+    return _learner_class(yaml.safe_load(saved.read_text())["learner"]["name"]) if saved.is_file() else None
+
+
 def _is_modular(learner_name: str) -> bool:
     """Whether the registered learner searches structures (BounceGrad, MoMA)."""
-    build = registry.LEARNERS[learner_name].build if learner_name in registry.LEARNERS else None
-    return isinstance(build, type) and issubclass(build, BounceGrad)
+    cls = _learner_class(learner_name)
+    return cls is not None and issubclass(cls, BounceGrad)
 
 
 def _component_match(run: config.Run, split: str, result: Evaluation) -> structures.ComponentMatch | None:
@@ -290,21 +302,11 @@ def _component_match(run: config.Run, split: str, result: Evaluation) -> structu
 def _modular_figures(folder: Path) -> list[Path]:
     """A modular run's module-usage heat maps, test structures and ``structures.json``
     (:func:`modmeta.structures.figures`); nothing for other learners."""
-    cls = _learner_class(folder)
+    cls = _saved_learner_class(folder)
     if cls is None or not issubclass(cls, BounceGrad):
         return []
     run = config.restore(folder)
     return structures.figures(run.learner, config.evaluation_tasks(run), folder)
-
-
-
-def _learner_class(folder: Path) -> type | None:
-    """The registered class of the learner a run folder's ``config.yaml`` names (None if none)."""
-    saved = folder / "config.yaml"
-    if not saved.is_file():
-        return None
-    entry = registry.LEARNERS.get(yaml.safe_load(saved.read_text())["learner"]["name"])
-    return entry.build if entry is not None and isinstance(entry.build, type) else None
 
 
 def _sigmas(run: config.Run) -> dict[str, float] | None:
@@ -322,7 +324,7 @@ def _sigma_table(sigmas: dict[str, float]) -> str:
 def _shrinkage_figure(folder: Path) -> list[Path]:
     """A shrinkage run's ``sigma.png`` (σ per module, :func:`modmeta.plot.shrinkage`) and its
     σ table on the terminal; nothing for other learners."""
-    cls = _learner_class(folder)
+    cls = _saved_learner_class(folder)
     if cls is None or not issubclass(cls, ShrinkageLearner):
         return []
     run = config.restore(folder)
