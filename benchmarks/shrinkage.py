@@ -45,6 +45,7 @@ from pathlib import Path
 import torch
 
 import modmeta as mm
+from modmeta import plot
 from modmeta.adapt import sgd
 from modmeta.models.functional import parameters
 
@@ -224,7 +225,8 @@ def report() -> str:
     """Markdown tables of every ``shrinkage-*.json`` result: the metric at 1/10/100(/1000) steps,
     the best point of the curve and its step (a best step short of the last is overfitting of
     long adaptation), σ, and for the teacher family the ratio of the varying layer's σ to the
-    largest other σ; then the ``implicit-check`` results."""
+    largest other σ; each table with its adaptation curves (``results/shrinkage-*.png``); then
+    the ``implicit-check`` results."""
     results = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("shrinkage-*.json"))]
     results.sort(key=lambda r: (ORDER.index(base_learner(r["learner"])), r["learner"]))
     lines = []
@@ -240,6 +242,8 @@ def report() -> str:
         teacher = bench[1] is not None
         steps = [k for k in REPORT_STEPS if any(k < len(r["evaluation"]["curve"]) for r in rows)]
         title = bench[0] + (f", only {varying_module(bench[1])} varies, {bench[2]} start" if teacher else "")
+        figure = plot.adaptation({r["learner"]: r["evaluation"]["curve"] for r in rows}, f"test {metric}",
+                                    RESULTS / f"shrinkage-{bench[0]}{f'-layer{bench[1]}-{bench[2]}' if teacher else ''}.png", title)
         lines += [f"\n#### {title} ({metric}, mean ± 95% CI over {rows[0]['evaluation']['episodes']} test tasks)\n",
                   "| learner | train steps | " + " | ".join(f"{k} step{'s' * (k > 1)}" for k in steps)
                   + " | best (step) | iterations | CPU min | wall min | σ per module |" + (" σ ratio |" if teacher else ""),
@@ -259,6 +263,7 @@ def report() -> str:
                 ratio = r["sigma"][mine] / max(v for m, v in r["sigma"].items() if m != mine) if found else None
                 line += f" {ratio:.2f} |" if found else " |"
             lines.append(line)
+        lines.append(f"\n![{title}](results/{figure.name})")
     for path in sorted(RESULTS.glob("implicit-check-*.json")):
         check = json.loads(path.read_text())
         lines += [f"\n#### implicit-check, {check['benchmark']} (iMAML's λ = {check['lambda']:g}, "

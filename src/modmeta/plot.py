@@ -67,14 +67,23 @@ def learning_curves(runs: Mapping[str, Records], path: str | Path) -> Path:
 
 
 def adaptation(curves: Mapping[str, Curve], metric: str, path: str | Path, title: str = "") -> Path:
-    """The metric (mean ± 95% CI) against the number of adaptation steps, one line per label."""
+    """The metric (mean ± 95% CI) against the number of adaptation steps, one line per label.
+
+    Curves of more than 50 steps (long adaptation) get a logarithmic step axis (linear up to
+    one step), and a logarithmic MSE axis, so the first steps and the late overfitting are both
+    visible."""
     fig, ax = plt.subplots(figsize=(6, 4))
+    long = max(map(len, curves.values()), default=0) > 51
     for label, curve in curves.items():
         steps = list(range(len(curve)))
         mean = [m for m, _ in curve]
         ci = [c for _, c in curve]
-        ax.plot(steps, mean, marker="o", markersize=3, label=label)
+        ax.plot(steps, mean, marker="" if long else "o", markersize=3, label=label)
         ax.fill_between(steps, [m - c for m, c in zip(mean, ci)], [m + c for m, c in zip(mean, ci)], alpha=0.2)
+    if long:
+        ax.set_xscale("symlog", linthresh=1)
+        if "mse" in metric.lower():
+            ax.set_yscale("log")
     ax.set(xlabel="adaptation steps", ylabel=metric, title=title or f"{metric} after k adaptation steps")
     ax.grid(alpha=0.3)
     ax.legend()
