@@ -12,6 +12,24 @@ import modmeta as mm
 DT = torch.float64
 
 
+def sine_batch(tasks: int = 4, seed: int = 0) -> mm.tasks.TaskBatch:
+    """Sinusoid tasks of 5 support and 7 query points, in float64."""
+    return mm.tasks.Sinusoid(5, 7).sample(tasks, torch.Generator().manual_seed(seed)).to("cpu", DT)
+
+
+def tiny_mlp() -> torch.nn.Module:
+    """A seeded float64 MLP 1 -> 8 -> 8 -> 1."""
+    torch.manual_seed(0)
+    return mm.models.MLP(1, 1, (8, 8)).to(DT)
+
+
+def meta_grads(learner: mm.learners.Learner, batch: mm.tasks.TaskBatch) -> dict[str, torch.Tensor]:
+    """One meta-gradient of ``learner`` on ``batch``: a copy of each parameter's ``.grad``."""
+    learner.zero_grad()
+    learner.meta_backward(batch)
+    return {n: p.grad.clone() for n, p in learner.named_parameters()}
+
+
 def assert_matches_finite_differences(params: dict[str, torch.Tensor], grads: dict[str, torch.Tensor],
                                       loss: Callable[[], float], seed: int, directions: int = 3,
                                       abs: float = 1e-9) -> None:

@@ -8,14 +8,8 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 import modmeta as mm
-from helpers import assert_matches_finite_differences
+from helpers import DT, assert_matches_finite_differences, meta_grads, sine_batch, tiny_mlp
 from modmeta.learners import ANIL, FOMAML, LSLR, MAML, MetaSGD, Reptile
-
-DT = torch.float64
-
-
-def sine_batch(tasks: int = 4, seed: int = 0) -> mm.tasks.TaskBatch:
-    return mm.tasks.Sinusoid(5, 7).sample(tasks, torch.Generator().manual_seed(seed)).to("cpu", DT)
 
 
 def image_batch(tasks: int = 3, seed: int = 0, size: int = 16) -> mm.tasks.TaskBatch:
@@ -25,20 +19,9 @@ def image_batch(tasks: int = 3, seed: int = 0, size: int = 16) -> mm.tasks.TaskB
     return mm.tasks.ClassificationFamily(x, y, ways=3, shots=2, queries=3).sample(tasks, g)
 
 
-def tiny_mlp() -> torch.nn.Module:
-    torch.manual_seed(0)
-    return mm.models.MLP(1, 1, (8, 8)).to(DT)
-
-
 def tiny_conv() -> torch.nn.Module:
     torch.manual_seed(0)
     return mm.models.Conv4(3, hidden=4, image_size=16).to(DT)
-
-
-def meta_grad(learner: mm.learners.Learner, batch: mm.tasks.TaskBatch) -> dict[str, torch.Tensor]:
-    learner.zero_grad()
-    learner.meta_backward(batch)
-    return {n: p.grad.clone() for n, p in learner.named_parameters()}
 
 
 def meta_loss(learner: mm.learners.GradientLearner, batch: mm.tasks.TaskBatch) -> torch.Tensor:
@@ -71,7 +54,7 @@ def autograd_maml_grad(model: torch.nn.Module, batch: mm.tasks.TaskBatch, lr: fl
 def test_maml_meta_gradient_matches_finite_differences_on_mlp():
     learner = MAML(tiny_mlp(), inner_lr=0.05, inner_steps=2, execution="vmap")
     batch = sine_batch()
-    grads = meta_grad(learner, batch)
+    grads = meta_grads(learner, batch)
     assert_matches_finite_differences(dict(learner.named_parameters()), grads,
                                       lambda: meta_loss(learner, batch).item(), seed=1, directions=5, abs=1e-8)
 
@@ -79,7 +62,7 @@ def test_maml_meta_gradient_matches_finite_differences_on_mlp():
 def test_maml_meta_gradient_matches_finite_differences_on_conv4_with_batchnorm():
     learner = MAML(tiny_conv(), inner_lr=0.3, inner_steps=1, execution="vmap")
     batch = image_batch()
-    grads = meta_grad(learner, batch)
+    grads = meta_grads(learner, batch)
     assert_matches_finite_differences(dict(learner.named_parameters()), grads,
                                       lambda: meta_loss(learner, batch).item(), seed=2, directions=3, abs=1e-8)
 
@@ -89,7 +72,7 @@ def test_maml_conv4_meta_gradient_equals_plain_autograd_reference(execution):
     model = tiny_conv()
     batch = image_batch()
     learner = MAML(model, inner_lr=0.3, inner_steps=2, execution=execution)
-    ours = meta_grad(learner, batch)
+    ours = meta_grads(learner, batch)
     reference = autograd_maml_grad(learner.model, batch, lr=0.3, steps=2)
     for n, g in reference.items():
         torch.testing.assert_close(ours[n], g, rtol=1e-10, atol=1e-12)
@@ -140,7 +123,7 @@ def test_vmapped_equals_looped(make, data):
     for EXE in ("vmap", "loop"):
         learner = make(model)
         assert learner.execution == EXE
-        grads = meta_grad(learner, batch)
+        grads = meta_grads(learner, batch)
         results[EXE] = (grads, learner.curve(batch, steps=4))
     for n, g in results["loop"][0].items():
         torch.testing.assert_close(results["vmap"][0][n], g, rtol=1e-9, atol=1e-12)
@@ -151,7 +134,7 @@ def test_vmapped_equals_looped(make, data):
 def test_first_order_maml_is_query_gradient_at_adapted_parameters():
     batch = sine_batch()
     learner = FOMAML(tiny_mlp(), inner_lr=0.05, inner_steps=3)
-    ours = meta_grad(learner, batch)
+    ours = meta_grads(learner, batch)
     names, params = zip(*learner.model.named_parameters())
     expected = [torch.zeros_like(p) for p in params]
     for t in range(len(batch)):
@@ -164,7 +147,7 @@ def test_first_order_maml_is_query_gradient_at_adapted_parameters():
         expected = [e + gi / len(batch) for e, gi in zip(expected, gq)]
     for n, e in zip(names, expected):
         torch.testing.assert_close(ours["model." + n], e, rtol=1e-10, atol=1e-12)
-    second = meta_grad(MAML(learner.model, inner_lr=0.05, inner_steps=3), batch)
+    second = meta_grads(MAML(learner.model, inner_lr=0.05, inner_steps=3), batch)
     assert any((second[k] - ours[k]).abs().max() > 1e-6 for k in ours)  # the orders differ
 
 
@@ -226,7 +209,7 @@ def test_anil_adapts_only_the_head():
 def test_learned_rates_get_meta_gradients_and_extend_past_training_steps():
     for cls in (MetaSGD, LSLR):
         learner = cls(tiny_mlp(), inner_lr=0.05, inner_steps=2)
-        grads = meta_grad(learner, sine_batch())
+        grads = meta_grads(learner, sine_batch())
         rate_grads = [g for n, g in grads.items() if n.startswith("rates.")]
         assert rate_grads and all(g.abs().sum() > 0 for g in rate_grads)
     lslr = LSLR(tiny_mlp(), inner_lr=0.05, inner_steps=2)

@@ -10,12 +10,10 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 import modmeta as mm
-from helpers import linear_batch
+from helpers import DT, linear_batch, meta_grads, sine_batch, tiny_mlp
 from modmeta.learners.imaml import IMAML
 from modmeta.learners.shrinkage import SigmaIMAML, SigmaMAML
 from modmeta.meta.implicit import conjugate_gradient
-
-DT = torch.float64
 
 
 def linear_model(dim: int = 3) -> torch.nn.Linear:
@@ -71,21 +69,6 @@ def test_imaml_gradient_equals_closed_form_on_linear_regression(execution):
     torch.testing.assert_close(ours, closed_form_imaml_grad(phi, 0.7, batch), rtol=1e-8, atol=1e-10)
 
 
-def meta_grads(learner: mm.learners.Learner, batch: mm.tasks.TaskBatch) -> dict[str, torch.Tensor]:
-    learner.zero_grad()
-    learner.meta_backward(batch)
-    return {n: p.grad.clone() for n, p in learner.named_parameters()}
-
-
-def sine_batch(tasks: int = 3, seed: int = 0) -> mm.tasks.TaskBatch:
-    return mm.tasks.Sinusoid(5, 7).sample(tasks, torch.Generator().manual_seed(seed)).to("cpu", DT)
-
-
-def tiny_mlp() -> torch.nn.Module:
-    torch.manual_seed(0)
-    return mm.models.MLP(1, 1, (8, 8)).to(DT)
-
-
 def smooth_net() -> torch.nn.Module:
     torch.manual_seed(0)
     return torch.nn.Sequential(torch.nn.Linear(1, 8), torch.nn.Tanh(), torch.nn.Linear(8, 8), torch.nn.Tanh(),
@@ -95,7 +78,7 @@ def smooth_net() -> torch.nn.Module:
 def test_imaml_approaches_the_gradient_through_a_long_unrolled_inner_loop():
     # A smooth network: with ReLU and 5 support points, gradient descent can chatter across a
     # kink and never reach a stationary point, where no implicit gradient is exact.
-    batch = sine_batch()
+    batch = sine_batch(tasks=3)
     lam = 5.0
     implicit = meta_grads(IMAML(smooth_net(), inner_lr=0.05, inner_steps=150, lam=lam, cg_steps=40), batch)
     unrolled = meta_grads(SigmaMAML(smooth_net(), inner_lr=0.05, inner_steps=150, sigma=lam**-0.5,
@@ -106,7 +89,7 @@ def test_imaml_approaches_the_gradient_through_a_long_unrolled_inner_loop():
 
 
 def test_sigma_imaml_with_equal_fixed_sigmas_is_imaml_with_lambda_one_over_sigma_squared():
-    batch = sine_batch()
+    batch = sine_batch(tasks=3)
     sigma = 0.6
     ours = meta_grads(SigmaIMAML(tiny_mlp(), inner_lr=0.05, inner_steps=20, sigma=sigma, learn_sigma=False), batch)
     imaml = meta_grads(IMAML(tiny_mlp(), inner_lr=0.05, inner_steps=20, lam=1 / sigma**2), batch)

@@ -12,12 +12,12 @@ import torch
 import torch.nn.functional as F
 
 import modmeta as mm
+from helpers import DT
 from modmeta import config
 from modmeta.adapt.metric import count_ways, logistic_regression
 from modmeta.learners import LinearHead, MatchingNet, ProtoNet, RelationNet
 from modmeta.registry import LEARNERS
 
-DT = torch.float64
 OMNIGLOT = Path(__file__).resolve().parents[2] / "shared/data/omniglot"
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

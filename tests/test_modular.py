@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 import modmeta as mm
-from helpers import assert_matches_finite_differences
+from helpers import DT, assert_matches_finite_differences
 from modmeta import config
 from modmeta.adapt.structure import adapt_temperature, anneal, metropolis, target_rate, update_rate
 from modmeta.learners import BounceGrad, MoMA
@@ -21,7 +21,6 @@ from modmeta.models import ModularNet
 from modmeta.structures import component_match, figures, usage
 from modmeta.tasks.modular import FUNCTIONS, POOL, Compositions, FunctionSums, PairFamily, Sines
 
-DT = torch.float64
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -6,29 +6,12 @@ import pytest
 import torch
 
 import modmeta as mm
-from helpers import assert_matches_finite_differences, linear_batch
+from helpers import DT, assert_matches_finite_differences, linear_batch, meta_grads, sine_batch, tiny_mlp
 from modmeta.adapt.proximal import proximal
 from modmeta.adapt.shrinkage import Shrinkage, group_modules
 from modmeta.learners import MAML, Reptile
 from modmeta.learners.shrinkage import SigmaIMAML, SigmaMAML, SigmaReptile
 from modmeta.registry import LEARNERS
-
-DT = torch.float64
-
-
-def sine_batch(tasks: int = 4, seed: int = 0) -> mm.tasks.TaskBatch:
-    return mm.tasks.Sinusoid(5, 7).sample(tasks, torch.Generator().manual_seed(seed)).to("cpu", DT)
-
-
-def tiny_mlp() -> torch.nn.Module:
-    torch.manual_seed(0)
-    return mm.models.MLP(1, 1, (8, 8)).to(DT)
-
-
-def meta_grads(learner: mm.learners.Learner, batch: mm.tasks.TaskBatch) -> dict[str, torch.Tensor]:
-    learner.zero_grad()
-    learner.meta_backward(batch)
-    return {n: p.grad.clone() for n, p in learner.named_parameters()}
 
 
 # -- modules and σ ------------------------------------------------------------------------
