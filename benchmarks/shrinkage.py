@@ -46,8 +46,6 @@ import torch
 
 import modmeta as mm
 from modmeta import plot
-from modmeta.adapt import sgd
-from modmeta.models.functional import parameters
 
 RESULTS = Path(__file__).parent / "results"
 OMNIGLOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "omniglot"
@@ -183,9 +181,9 @@ def implicit_check(args: argparse.Namespace) -> None:
     for inner_lr, steps, cg in settings:
         imaml = mm.learners.IMAML(copy.deepcopy(model), inner_lr=inner_lr, inner_steps=steps, lam=lam, cg_steps=cg)
         implicit = gradient(imaml)
-        phi = {n: p.detach() for n, p in parameters(imaml.model).items()}
-        objective = imaml.map_objective(batch.x_support[0], batch.y_support[0], phi, imaml.shrinkage.rho.detach())
-        theta = sgd(objective, phi, steps, imaml.rates, history=False)[-1]
+        fixed = {k: v.detach() for k, v in imaml.psi().items()}
+        objective = imaml.objective(batch.x_support[0], batch.y_support[0], fixed)
+        theta = mm.adapt.descend(objective, imaml.start(fixed), imaml.inner, steps, history=False)[-1]
         theta = {n: t.detach().requires_grad_() for n, t in theta.items()}
         stationarity = torch.cat([g.flatten() for g in torch.autograd.grad(objective(theta), list(theta.values()))])
         unrolled = gradient(mm.learners.SigmaMAML(copy.deepcopy(model), inner_lr=inner_lr, inner_steps=steps,

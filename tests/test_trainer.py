@@ -154,8 +154,8 @@ def test_truncated_or_corrupt_checkpoint_is_reported_and_the_previous_one_resume
         checkpoint.load(last)
     assert checkpoint.load(tmp_path / "previous.pt")["iteration"] == 4
 
-    resumed = tiny_trainer(tmp_path).fit(8, resume=True)
-    assert "last.pt is corrupt" in capsys.readouterr().err
+    with pytest.warns(UserWarning, match="last.pt is corrupt"):  # modmeta warns through `warnings` alone
+        resumed = tiny_trainer(tmp_path).fit(8, resume=True)
     assert_same(params(trainer.learner), params(resumed.learner))
     assert (tmp_path / "last.pt.damaged").exists()  # set aside, not rotated into previous.pt
     assert checkpoint.load(tmp_path / "previous.pt")["iteration"] == 4

@@ -12,6 +12,7 @@ import shutil
 import sys
 import time
 import traceback
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,8 +22,6 @@ import yaml
 
 from modmeta import config, plot, registry, structures
 from modmeta.evaluate import Evaluation, evaluate
-from modmeta.learners.bouncegrad import BounceGrad
-from modmeta.learners.shrinkage import ShrinkageLearner
 from modmeta.train import checkpoint
 
 EXAMPLES = {
@@ -52,7 +51,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as e:
         return int(e.code or 0)
     try:
-        return args.run(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return args.run(args)
     except KeyboardInterrupt:
         print("modmeta: interrupted", file=sys.stderr)
         return 130
@@ -153,12 +154,11 @@ def _eval(args: argparse.Namespace) -> int:
         seed=args.seed if args.seed is not None else defaults.seed,
     )
     record = {**result.to_dict(), "split": args.split, "checkpoint": str(run.checkpoint), "iteration": run.iteration}
-    modules = _component_match(run, args.split, result)
+    report = run.learner.report()
+    modules = _component_match(run, report, args.split, result)
     if modules is not None:
         record["modules"] = modules.to_dict()
-    sigmas = _sigmas(run)
-    if sigmas is not None:
-        record["sigma"] = sigmas
+    record |= {k: v for k, v in report.items() if k in ("sigma", "inner_rates")}
     (Path(args.run_dir) / "eval.json").write_text(json.dumps(record) + "\n")
     if args.json:
         print(json.dumps(record))
@@ -175,8 +175,8 @@ def _eval(args: argparse.Namespace) -> int:
         print(f"  best    {_number(result.metric, *result.curve[best])} after {best} step{'s' if best != 1 else ''}")
     if modules is not None:
         print(f"modules against the true components: {modules}")
-    if sigmas is not None:
-        print(_sigma_table(sigmas))
+    for text in _report_tables(report):
+        print(text)
     return 0
 
 
@@ -199,8 +199,7 @@ def _plot(args: argparse.Namespace) -> int:
             curve, title = val[-1]["curve"], f"validation at iteration {val[-1]['iteration']}"
     if curve is not None:
         written.append(plot.adaptation({folder.name: curve}, metric, folder / "adaptation.png", title))
-    written += _modular_figures(folder)
-    written += _shrinkage_figure(folder)
+    written += _report_figures(folder)
     for path in written:
         print(f"wrote {path}")
     return 0
@@ -272,46 +271,27 @@ def _demo(args: argparse.Namespace) -> int:
 # -- helpers -----------------------------------------------------------------------------
 
 
-def _learner_class(learner_name: str) -> type | None:
-    """The class of the registered learner ``learner_name`` (None if there is none)."""
-    build = registry.LEARNERS[learner_name].build if learner_name in registry.LEARNERS else None
-    return build if isinstance(build, type) else None
-
-
-def _saved_learner_class(folder: Path) -> type | None:
-    """The class of the learner a run folder's ``config.yaml`` names (None without one)."""
-    saved = folder / "config.yaml"
-    return _learner_class(yaml.safe_load(saved.read_text())["learner"]["name"]) if saved.is_file() else None
-
-
-def _is_modular(learner_name: str) -> bool:
-    """Whether the registered learner searches structures (BounceGrad, MoMA)."""
-    cls = _learner_class(learner_name)
-    return cls is not None and issubclass(cls, BounceGrad)
-
-
-def _component_match(run: config.Run, split: str, result: Evaluation) -> structures.ComponentMatch | None:
-    """For a modular learner on a family with known components: how its modules match them,
-    on the evaluation's own episodes."""
-    if not _is_modular(run.config.learner.name):
+def _component_match(run: config.Run, report: dict[str, Any], split: str,
+                     result: Evaluation) -> structures.ComponentMatch | None:
+    """For a learner that reports structures, on a family with known components: how its
+    modules match them, on the evaluation's own episodes."""
+    if "structures" not in report:
         return None
     family = config.evaluation_tasks(run).split(split)
     return structures.match(run.learner, family, episodes=result.episodes, seed=result.seed)
 
 
-def _modular_figures(folder: Path) -> list[Path]:
-    """A modular run's module-usage heat maps, test structures and ``structures.json``
-    (:func:`modmeta.structures.figures`); nothing for other learners."""
-    cls = _saved_learner_class(folder)
-    if cls is None or not issubclass(cls, BounceGrad):
-        return []
-    run = config.restore(folder)
-    return structures.figures(run.learner, config.evaluation_tasks(run), folder)
-
-
-def _sigmas(run: config.Run) -> dict[str, float] | None:
-    """``σ_m`` per module of a shrinkage learner (σ-MAML, σ-iMAML, σ-Reptile, iMAML); None otherwise."""
-    return run.learner.sigmas() if isinstance(run.learner, ShrinkageLearner) else None
+def _report_tables(report: dict[str, Any]) -> list[str]:
+    """The terminal tables of a learner's report: σ per module, learned inner rates."""
+    tables = []
+    if "sigma" in report:
+        tables.append(_sigma_table(report["sigma"]))
+    if "inner_rates" in report:
+        rates = report["inner_rates"]
+        width = max(map(len, rates))
+        rows = [f"  {name:<{width}}  {'  '.join(f'{r:.4g}' for r in values)}" for name, values in rates.items()]
+        tables.append("\n".join(["learned inner rates (per step; the mean for per-parameter rates):", *rows]))
+    return tables
 
 
 def _sigma_table(sigmas: dict[str, float]) -> str:
@@ -321,17 +301,27 @@ def _sigma_table(sigmas: dict[str, float]) -> str:
     return "\n".join(["σ per module (large: task-specific, small: shared across tasks):", *rows])
 
 
-def _shrinkage_figure(folder: Path) -> list[Path]:
-    """A shrinkage run's ``sigma.png`` (σ per module, :func:`modmeta.plot.shrinkage`) and its
-    σ table on the terminal; nothing for other learners."""
-    cls = _saved_learner_class(folder)
-    if cls is None or not issubclass(cls, ShrinkageLearner):
+def _report_figures(folder: Path) -> list[Path]:
+    """The figures of what the run's learner reports: ``sigma.png`` (σ per module),
+    ``inner_rates.png`` (learned rates), and for structures the module-usage heat maps, test
+    structures and ``structures.json`` (:func:`modmeta.structures.figures`); the tables on the
+    terminal. Nothing for a learner that reports nothing, or a folder without a checkpoint."""
+    if not (folder / "config.yaml").is_file() or not checkpoint.holds_run(folder):
         return []
     run = config.restore(folder)
-    sigmas = _sigmas(run)
-    print(_sigma_table(sigmas))
-    title = f"σ per module, {run.checkpoint.name} at iteration {run.iteration}\n(large: task-specific, small: shared)"
-    return [plot.shrinkage(sigmas, folder / "sigma.png", title)]
+    report = run.learner.report()
+    for text in _report_tables(report):
+        print(text)
+    at = f"{run.checkpoint.name} at iteration {run.iteration}"
+    written = []
+    if "sigma" in report:
+        title = f"σ per module, {at}\n(large: task-specific, small: shared)"
+        written.append(plot.shrinkage(report["sigma"], folder / "sigma.png", title))
+    if "inner_rates" in report:
+        written.append(plot.inner_rates(report["inner_rates"], folder / "inner_rates.png", f"learned inner rates, {at}"))
+    if "structures" in report:
+        written += structures.figures(run.learner, config.evaluation_tasks(run), folder)
+    return written
 
 
 def _shown_steps(last: int) -> list[int]:
@@ -367,6 +357,12 @@ def _difference(a: Any, b: Any, path: str = "") -> str:
                 return found
         return ""
     return "" if a == b else f"{path}: {a!r} -> {b!r}"
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    """modmeta's warnings (``warnings.warn``, the one channel) on one line of standard error."""
+    print(f"modmeta: warning: {message}", file=sys.stderr if file is None else file)
 
 
 def _one_line(e: BaseException) -> str:

@@ -9,6 +9,14 @@ the keyword arguments its constructor takes, and the training and evaluation set
     train:   {iterations: 70000, meta_batch: 25, optimizer: adam, lr: 0.001, seed: 0}
     eval:    {episodes: 600, steps: 10, seed: 0}
 
+A learner's composed values are components too (:data:`modmeta.registry.COMPOSED`): ``inner``
+(an inner optimizer), ``outer`` (an outer update, whose ``others`` is one as well), ``prior``
+and ``aggregate``, each ``{name: ..., <its arguments>}`` or just its name::
+
+    learner: {name: reptile, inner: {name: adam, lr: 0.001, beta1: 0}, inner_steps: 5}
+    learner: {name: gradient, inner: sgd, outer: {name: reptile, others: implicit},
+              prior: {name: shrinkage, sigma: 0.5}, inner_steps: 10}
+
 The schema is pydantic's; a key that does not exist, a value of the wrong type or an argument
 a constructor does not take is refused with the key's path and, for a typo, the closest valid
 name. ``--set a.b=value`` assignments are applied before validation, their values read as YAML.
@@ -193,6 +201,7 @@ def parse(data: dict[str, Any], source: str = "config") -> Config:
         *_check_component(config.tasks, "tasks", registry.TASKS, skip=0),
         *_check_component(config.model, "model", registry.MODELS, skip=0),
         *_check_component(config.learner, "learner", registry.LEARNERS, skip=1),
+        *_check_composed(config.learner.kwargs, "learner"),
     ]
     if config.eval.tasks:
         merged = Component(name=config.tasks.name, **(config.tasks.kwargs | config.eval.tasks))
@@ -208,9 +217,11 @@ def build(config: Config) -> Run:
     filled from the task family written in (``out``, ``in_features``, ...)."""
     tasks = _construct("tasks", registry.TASKS[config.tasks.name].build, **config.tasks.kwargs)
     model_kwargs = _inferred_model_kwargs(config.model, tasks) | config.model.kwargs
-    torch.manual_seed(config.train.seed)
-    model = _construct("model", registry.MODELS[config.model.name].build, **model_kwargs)
-    learner = _construct("learner", registry.LEARNERS[config.learner.name].build, model, **config.learner.kwargs)
+    with torch.random.fork_rng(devices=[]):  # the initial weights from the seed; the global RNG untouched
+        torch.manual_seed(config.train.seed)
+        model = _construct("model", registry.MODELS[config.model.name].build, **model_kwargs)
+        learner = _construct("learner", registry.LEARNERS[config.learner.name].build, model,
+                             **_composed(config.learner.kwargs, "learner"))
     learner.to(device=config.device, dtype=DTYPES[config.dtype])
     resolved = config.model_copy(update={"model": Component(name=config.model.name, **model_kwargs)})
     return Run(resolved, learner, tasks)
@@ -236,6 +247,45 @@ def evaluation_tasks(run: Run) -> TaskFamily:
         return run.tasks
     build = registry.TASKS[run.config.tasks.name].build
     return _construct("eval.tasks", build, **(run.config.tasks.kwargs | overrides))
+
+
+def _as_component(value: Any) -> Component | None:
+    """A composed value's component: ``{name: ..., ...}`` or a bare name; ``None`` if it is
+    neither (a value given in Python, or a wrong type the constructor will refuse)."""
+    if isinstance(value, str):
+        return Component(name=value)
+    if isinstance(value, dict) and isinstance(value.get("name"), str):
+        return Component(**value)
+    return None
+
+
+def _composed(kwargs: dict[str, Any], section: str) -> dict[str, Any]:
+    """``kwargs`` with each composed value (``inner``, ``outer``, ...) built from its table."""
+    built = dict(kwargs)
+    for key, table in registry.COMPOSED.items():
+        component = _as_component(kwargs.get(key))
+        if component is not None:
+            path = f"{section}.{key}"
+            built[key] = _construct(path, table[component.name].build, **_composed(component.kwargs, path))
+    return built
+
+
+def _check_composed(kwargs: dict[str, Any], section: str) -> list[str]:
+    """Problems with the composed values among a component's arguments, at any depth."""
+    problems = []
+    for key, table in registry.COMPOSED.items():
+        if key not in kwargs:
+            continue
+        component = _as_component(kwargs[key])
+        path = f"{section}.{key}"
+        if component is None:
+            problems.append(f"{path}: give a name from `modmeta list` ({', '.join(table)}), or "
+                            f"{{name: ..., <its arguments>}}; got {kwargs[key]!r}")
+            continue
+        skip = 1 if table is registry.PRIORS else 0  # a prior's parameters come from the learner's model
+        found = _check_component(component, path, table, skip=skip)
+        problems += found or _check_composed(component.kwargs, path)
+    return problems
 
 
 def _construct(section: str, build: Any, *args: Any, **kwargs: Any) -> Any:

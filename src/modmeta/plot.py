@@ -1,8 +1,9 @@
 """Figures of a run: learning curves, and the metric against adaptation steps.
 
 Both read plain data (the records of ``metrics.jsonl``, the ``curve`` of an evaluation), so
-a figure can be redrawn from a run folder without rebuilding anything. matplotlib draws
-off-screen (the Agg backend): no display is needed.
+a figure can be redrawn from a run folder without rebuilding anything. Figures are drawn
+off-screen on plain ``matplotlib.figure.Figure`` objects: no display is needed, and neither
+pyplot's global state nor the user's backend is touched.
 """
 
 from __future__ import annotations
@@ -12,10 +13,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+from matplotlib import ticker
+from matplotlib.figure import Figure
 
 Records = Sequence[Mapping[str, Any]]
 Curve = Sequence[Sequence[float]]  # [(mean, ci95) after 0, 1, ... steps]
@@ -43,7 +42,8 @@ def learning_curves(runs: Mapping[str, Records], path: str | Path) -> Path:
 
     ``runs`` maps a label to a run's records; each run is one line per panel.
     """
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    fig = _figure((10, 4))
+    left, right = fig.subplots(1, 2)
     metric = "metric"
     for label, records in runs.items():
         train = [r for r in records if r["split"] == "train"]
@@ -72,7 +72,8 @@ def adaptation(curves: Mapping[str, Curve], metric: str, path: str | Path, title
     Curves of more than 50 steps (long adaptation) get a logarithmic step axis (linear up to
     one step), and a logarithmic MSE axis, so the first steps and the late overfitting are both
     visible."""
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = _figure((6, 4))
+    ax = fig.subplots()
     long = max(map(len, curves.values()), default=0) > 51
     for label, curve in curves.items():
         steps = list(range(len(curve)))
@@ -90,12 +91,17 @@ def adaptation(curves: Mapping[str, Curve], metric: str, path: str | Path, title
     return _save(fig, path)
 
 
+def _figure(size: tuple[float, float]) -> Figure:
+    """A figure of ``size`` inches, drawn off-screen: a plain ``Figure`` needs no pyplot, no
+    display and no backend choice, so plotting changes nothing in the user's matplotlib."""
+    return Figure(figsize=size)
+
+
 def _save(fig: Any, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path
 
 
@@ -107,7 +113,8 @@ def module_usage(usage: Sequence[Sequence[float]], tasks: Sequence[str], path: s
     """A task × module heat map: ``usage[t][k]`` slots of task ``t``'s structure hold module ``k``
     (or any other row × module quantity, e.g. a true function's share of tasks using it)."""
     rows, cols = len(usage), len(usage[0]) if usage else 0
-    fig, ax = plt.subplots(figsize=(2 + 0.3 * cols, 1.5 + 0.12 * rows))
+    fig = _figure((2 + 0.3 * cols, 1.5 + 0.12 * rows))
+    ax = fig.subplots()
     image = ax.imshow(usage, aspect="auto", cmap="Blues", interpolation="nearest", vmin=0)
     ax.set(xlabel="module", ylabel=ylabel, title=title or "modules used by each task")
     ax.set_xticks(range(cols))
@@ -124,7 +131,8 @@ def structures(examples: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
     n = len(examples)
     cols = min(3, n)
     rows = -(-n // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False)
+    fig = _figure((4 * cols, 3 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax, e in zip(axes.flat, examples):
         for name, values in e["parts"].items():
             ax.plot(e["grid"], values, linestyle="--", linewidth=1, label=name)
@@ -141,18 +149,33 @@ def structures(examples: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
 # -- shrinkage learners (σ-MAML, σ-iMAML, σ-Reptile): see modmeta.learners.shrinkage ----------
 
 
+def inner_rates(rates: Mapping[str, Sequence[float]], path: str | Path, title: str = "") -> Path:
+    """Learned inner rates: one line per parameter tensor of its rate at each inner step (a
+    single point per tensor for per-parameter rates, their mean); ``learner.report()["inner_rates"]``."""
+    fig = _figure((6, 4))
+    ax = fig.subplots()
+    for name, values in rates.items():
+        ax.plot(range(len(values)), values, marker="o", markersize=3, label=name)
+    ax.set(xlabel="inner step", ylabel="learned rate α", title=title or "learned inner rates")
+    ax.set_xticks(range(max(map(len, rates.values()), default=0)))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6, ncol=2)
+    return _save(fig, path)
+
+
 def shrinkage(sigmas: Mapping[str, float], path: str | Path, title: str = "") -> Path:
     """A bar per module of its learned prior scale ``σ_m`` (log axis): small bars are modules
     shared across tasks, tall ones task-specific (``learner.sigmas()`` gives the mapping)."""
     names = list(sigmas)
-    fig, ax = plt.subplots(figsize=(3 + 0.5 * len(names), 3.5))
+    fig = _figure((3 + 0.5 * len(names), 3.5))
+    ax = fig.subplots()
     bars = ax.bar(range(len(names)), [sigmas[n] for n in names], color="tab:blue")
     ax.bar_label(bars, labels=[f"{sigmas[n]:.3g}" for n in names], fontsize=7)
     ax.set_xticks(range(len(names)))
     ax.set_xticklabels(names, rotation=45, ha="right", fontsize=8)
     ax.set(yscale="log", xlabel="module", ylabel="σ (prior scale)")
     ax.set_title(title or "σ per module\n(large: task-specific, small: shared)", fontsize=9)
-    ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
-    ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+    ax.yaxis.set_minor_formatter(ticker.NullFormatter())
     ax.grid(alpha=0.3, axis="y")
     return _save(fig, path)

@@ -1,7 +1,9 @@
-"""Names the config files and the command line use for learners, models and task families.
+"""Names the config files and the command line use for learners, models and task families,
+and for the values a learner is composed from (inner optimizers, outer updates, priors,
+aggregations).
 
 Each entry maps a name to the class (or factory) and a one-line description; ``modmeta list``
-prints these. A new learner, model or task family registers itself by adding a line here.
+prints these. A new component registers itself by adding a line here.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from modmeta import learners, models, tasks
+from modmeta import adapt, learners, meta, models, tasks
 
 
 @dataclass(frozen=True)
@@ -22,6 +24,7 @@ class Entry:
 
 
 LEARNERS: dict[str, Entry] = {
+    "gradient": Entry(learners.GradientLearner, "compose your own: model + inner optimizer + steps + outer update (+ prior)"),
     "maml": Entry(learners.MAML, "MAML, second order (Finn et al. 2017)"),
     "fomaml": Entry(learners.FOMAML, "first-order MAML (Finn et al. 2017)"),
     "reptile": Entry(learners.Reptile, "Reptile (Nichol et al. 2018)"),
@@ -57,3 +60,29 @@ TASKS: dict[str, Entry] = {
     "compositions": Entry(tasks.Compositions, "g_b(g_a(x)) for ordered pairs of 6 functions, 4 pairs held out"),
     "teacher": Entry(tasks.TeacherFamily, "regression by a fixed random ReLU teacher in which one layer varies per task (truth for shrinkage)"),
 }
+
+INNER: dict[str, Entry] = {
+    "sgd": Entry(adapt.sgd, "gradient descent at rate lr (momentum; rates fixed, per_parameter or per_layer_per_step)"),
+    "adam": Entry(adapt.adam, "Adam at rate lr (beta1, beta2, eps; beta1=0 is Reptile's; rates as sgd)"),
+}
+
+OUTER: dict[str, Entry] = {
+    "exact": Entry(meta.exact, "second order through the inner steps (MAML)"),
+    "first_order": Entry(meta.first_order, "inner gradients held constant (first-order MAML)"),
+    "reptile": Entry(meta.reptile, "phi - adapted for the initialisation; others: an outer update for the rest"),
+    "implicit": Entry(meta.implicit, "implicit gradient at the inner solution by conjugate gradient (cg_steps, damping)"),
+    "joint": Entry(meta.joint, "the unadapted loss on all of a task's data (pretrained baseline)"),
+}
+
+PRIORS: dict[str, Entry] = {
+    "shrinkage": Entry(adapt.Shrinkage, "Gaussian prior N(phi_m, sigma_m^2) per module (sigma, modules, min_sigma, learn)"),
+}
+
+AGGREGATIONS: dict[str, Entry] = {
+    "mean": Entry(meta.mean, "the mean of the tasks' meta-gradients"),
+}
+
+COMPOSED: dict[str, dict[str, Entry]] = {"inner": INNER, "outer": OUTER, "others": OUTER, "prior": PRIORS,
+                                         "aggregate": AGGREGATIONS}
+"""The learner (and outer update) arguments given as ``{name: ..., <arguments>}`` in a config,
+and the table each name is looked up in."""

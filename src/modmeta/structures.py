@@ -5,7 +5,7 @@ Alet, Lozano-Pérez and Kaelbling (CoRL 2018) show that BounceGrad's modules spe
 function sums each true function tends to map to one module. :func:`component_match`
 measures that from plain tensors (structures and true components), :func:`search_tasks` and
 :func:`examples` produce them from a learner and a family, and :func:`figures` draws a run's
-figures (``modmeta plot`` calls it for BounceGrad and MoMA runs; ``modmeta eval`` reports
+figures (``modmeta plot`` calls it for learners that report structures; ``modmeta eval`` reports
 :func:`match`).
 """
 
@@ -14,14 +14,31 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
+from torch import nn
 from torch.func import functional_call
 
 from modmeta import losses, plot
-from modmeta.learners.bouncegrad import BounceGrad
 from modmeta.tasks.modular import ModularFamily
+
+
+class StructureLearner(Protocol):
+    """What these functions need of a modular learner (BounceGrad, MoMA): its
+    :class:`~modmeta.models.ModularNet`, the meta-training tasks' ``structures`` and a
+    ``search`` of structures for support sets; ``adapt`` and ``predict`` as every learner."""
+
+    model: nn.Module
+    structures: torch.Tensor
+
+    def search(self, x_support: torch.Tensor, y_support: torch.Tensor) -> torch.Tensor: ...
+
+    def adapt(self, x_support: torch.Tensor, y_support: torch.Tensor) -> Any: ...
+
+    def predict(self, state: Any, x: torch.Tensor) -> torch.Tensor: ...
+
+    def parameters(self) -> Any: ...
 
 
 def usage(structures: torch.Tensor, modules: int) -> torch.Tensor:
@@ -87,7 +104,7 @@ def component_match(structures: torch.Tensor, components: torch.Tensor, names: l
     )
 
 
-def search_tasks(learner: BounceGrad, family: ModularFamily, episodes: int = 100, seed: int = 0,
+def search_tasks(learner: StructureLearner, family: ModularFamily, episodes: int = 100, seed: int = 0,
                  batch: int = 100) -> dict[str, torch.Tensor | None]:
     """The structure searched for each of ``episodes`` tasks of ``family`` (drawn with ``seed``):
     ``structures [E, slots]``, ``task_ids [E]`` and true ``components [E, c]`` (``None`` where
@@ -107,7 +124,7 @@ def search_tasks(learner: BounceGrad, family: ModularFamily, episodes: int = 100
             "components": family.components(task_ids) if task_ids is not None else None}
 
 
-def match(learner: BounceGrad, family: ModularFamily, episodes: int = 600, seed: int = 0,
+def match(learner: StructureLearner, family: ModularFamily, episodes: int = 600, seed: int = 0,
           batch: int = 25) -> ComponentMatch | None:
     """:func:`component_match` of the structures searched on ``episodes`` tasks of ``family``
     (the episodes :func:`modmeta.evaluate` draws with the same ``seed`` and ``batch``), or
@@ -118,7 +135,7 @@ def match(learner: BounceGrad, family: ModularFamily, episodes: int = 600, seed:
     return component_match(found["structures"], found["components"], family.names, learner.model.num_modules)
 
 
-def examples(learner: BounceGrad, family: ModularFamily, count: int = 9, seed: int = 0,
+def examples(learner: StructureLearner, family: ModularFamily, count: int = 9, seed: int = 0,
              points: int = 200) -> list[dict[str, Any]]:
     """Plain data for :func:`modmeta.plot.structures`: ``count`` tasks of ``family`` with their
     support points, the structure :meth:`~BounceGrad.adapt` finds (and its fine-tuning, if the
@@ -147,7 +164,7 @@ def examples(learner: BounceGrad, family: ModularFamily, count: int = 9, seed: i
     return out
 
 
-def figures(learner: BounceGrad, family: ModularFamily, folder: str | Path, episodes: int = 100,
+def figures(learner: StructureLearner, family: ModularFamily, folder: str | Path, episodes: int = 100,
             seed: int = 0) -> list[Path]:
     """Draw a modular run's figures into ``folder`` and write ``structures.json``:
 

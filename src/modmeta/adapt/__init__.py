@@ -1,13 +1,13 @@
-"""Inner loops (task adaptation): how one task is fitted from its support set."""
+"""Task adaptation (inner loops): how one task is fitted from its support set.
 
-from modmeta.adapt.metric import class_sums, cosine, count_ways, logistic_regression, prototypes, squared_euclidean
-from modmeta.adapt.proximal import proximal
-from modmeta.adapt.rates import InnerRates
-from modmeta.adapt.sgd import sgd
-from modmeta.adapt.shrinkage import Shrinkage, group_modules
-from modmeta.adapt.structure import adapt_temperature, anneal, metropolis, target_rate, update_rate
+Inner optimizers (``sgd``, ``adam``, ``chain`` of transforms ending in ``learned_rates``),
+priors (``Shrinkage``), and the inner loop ``descend``; the metric summaries and the
+structure search live in ``modmeta.adapt.metric`` and ``modmeta.adapt.structure``.
+"""
 
-__all__ = ["InnerRates", "sgd"]
-__all__ += ["class_sums", "cosine", "count_ways", "logistic_regression", "prototypes", "squared_euclidean"]
-__all__ += ["adapt_temperature", "anneal", "metropolis", "target_rate", "update_rate"]
-__all__ += ["Shrinkage", "group_modules", "proximal"]
+from modmeta.adapt.optim import (InnerOptimizer, InnerRates, Momentum, ScaleByAdam, Transform, adam, chain,
+                                 descend, learned_rates, sgd)
+from modmeta.adapt.shrinkage import Shrinkage
+
+__all__ = ["InnerOptimizer", "InnerRates", "Momentum", "ScaleByAdam", "Shrinkage", "Transform", "adam", "chain",
+           "descend", "learned_rates", "sgd"]

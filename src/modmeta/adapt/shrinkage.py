@@ -55,10 +55,12 @@ class Shrinkage(nn.Module):
     """The per-module prior scales ``σ_m`` of the parameters ``params`` (names and tensors).
 
     ``sigma`` is every module's initial ``σ_m``; ``learn=False`` keeps them fixed (a buffer,
-    not a meta-parameter). ``modules`` groups the parameters (see :data:`ModuleRule`).
+    not a meta-parameter). ``modules`` groups the parameters (see :data:`ModuleRule`). Without
+    ``params`` the prior is a value to compose a learner from: the learner binds its copy to
+    its model's parameters (:meth:`bind`).
     """
 
-    def __init__(self, params: Params, sigma: float = 1.0, modules: ModuleRule = None,
+    def __init__(self, params: Params | None = None, sigma: float = 1.0, modules: ModuleRule = None,
                  min_sigma: float = 0.0, learn: bool = True) -> None:
         super().__init__()
         if not math.isfinite(sigma) or not sigma > min_sigma >= 0:
@@ -66,17 +68,30 @@ class Shrinkage(nn.Module):
                 f"need a finite sigma > min_sigma >= 0, got sigma={sigma}, min_sigma={min_sigma}: "
                 "for the sigma -> infinity limit use a large finite sigma"
             )
-        self.groups = group_modules(params, modules)
+        self.sigma, self.modules, self.learn = float(sigma), modules, learn
+        self.min_sigma = float(min_sigma)
+        self.names: list[str] = []
+        if params is not None:
+            self.bind(params)
+
+    def bind(self, params: Params) -> Shrinkage:
+        """Group ``params`` into modules and create each module's ``ρ_m`` (a learner calls this
+        on its own copy of the prior); returns ``self``."""
+        if self.names:
+            if set(self.index) != set(params):
+                raise ValueError("this prior is bound to other parameters: build a new one")
+            return self
+        self.groups = group_modules(params, self.modules)
         self.names = list(self.groups)
         self.index = {n: i for i, m in enumerate(self.names) for n in self.groups[m]}
-        self.min_sigma = float(min_sigma)
         like = next(iter(params.values()))
-        rho = torch.full((len(self.names),), 0.5 * math.log(sigma**2 - min_sigma**2),
+        rho = torch.full((len(self.names),), 0.5 * math.log(self.sigma**2 - self.min_sigma**2),
                          dtype=like.dtype, device=like.device)
-        if learn:
+        if self.learn:
             self.rho = nn.Parameter(rho)
         else:
             self.register_buffer("rho", rho)
+        return self
 
     def precision(self, rho: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """``Λ_n = 1/σ_m²`` for every parameter ``n`` of module ``m``, from ``rho`` (default:
@@ -90,6 +105,10 @@ class Shrinkage(nn.Module):
         (small) and which task-specific (large)."""
         sigma = torch.sqrt(self.min_sigma**2 + torch.exp(2 * self.rho.detach()))
         return {m: sigma[i].item() for i, m in enumerate(self.names)}
+
+    def report(self) -> dict[str, dict[str, float]]:
+        """``{"sigma": σ per module}``: what a learner with this prior reports."""
+        return {"sigma": self.sigmas()}
 
     def extra_repr(self) -> str:
         return f"modules={self.names}, min_sigma={self.min_sigma:g}"

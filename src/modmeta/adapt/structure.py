@@ -21,6 +21,7 @@ losses' device).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
@@ -69,29 +70,60 @@ def adapt_temperature(temperature: torch.Tensor, rate: torch.Tensor, target: flo
     return torch.where(rate < target, temperature * factor, temperature / factor)
 
 
+@dataclass(frozen=True)
+class Annealing:
+    """The annealing state: the temperature ``τ`` and the running rate ``r`` of accepted worse
+    proposals, one of each per task (``[T]``) or one shared by all tasks (0-dimensional)."""
+
+    temperature: torch.Tensor
+    rate: torch.Tensor
+
+
+def anneal_step(structures: torch.Tensor, loss: torch.Tensor | None, state: Annealing, score: Score,
+                propose: Propose, target: float, generator: torch.Generator
+                ) -> tuple[torch.Tensor, torch.Tensor, Annealing, torch.Tensor]:
+    """One step of simulated annealing for ``T`` tasks, as a pure function.
+
+    Proposes a neighbour of each structure (``[T, slots]``), scores it (``loss`` are the
+    current structures' losses ``[T]``; ``None`` scores them with the proposals, in the same
+    call of ``score``), accepts by :func:`metropolis`, and adapts the temperature towards the
+    ``target`` rate of accepted worse proposals. A shared temperature pools the counts over the
+    tasks. Returns the new structures, their losses, the new state and which were accepted.
+    Draws from ``generator`` only (the proposals first, then one uniform per task).
+    """
+    proposed = propose(structures)
+    if loss is None:
+        both = score(torch.stack([structures, proposed], 1))
+        loss, new_loss = both[:, 0], both[:, 1]
+    else:
+        new_loss = score(proposed[:, None])[:, 0]
+    accept = metropolis(loss, new_loss, state.temperature, generator)
+    worse = new_loss > loss
+    accepted, counted = (accept & worse).to(state.rate.dtype), worse.to(state.rate.dtype)
+    if state.temperature.dim() == 0:
+        accepted, counted = accepted.sum(), counted.sum()
+    rate = update_rate(state.rate, accepted, counted)
+    temperature = adapt_temperature(state.temperature, rate, target)
+    structures = torch.where(accept[:, None], proposed, structures)
+    return structures, torch.where(accept, new_loss, loss), Annealing(temperature, rate), accept
+
+
 def anneal(score: Score, structures: torch.Tensor, propose: Propose, steps: int, temperature: float,
            accept_start: float, accept_end: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Simulated annealing from ``structures`` (``[T, slots]``) for ``steps`` steps, per task.
 
     Each task has its own temperature, starting at ``temperature`` and adapted by
     :func:`adapt_temperature` towards a target acceptance rate of worse proposals falling from
-    ``accept_start`` to ``accept_end`` over the search. The proposals of all tasks are scored
-    in one call of ``score`` (``[T, 1, slots]`` in, ``[T, 1]`` losses out). Returns the best
-    structure each task visited and its loss.
+    ``accept_start`` to ``accept_end`` over the search (:func:`anneal_step`). The proposals of
+    all tasks are scored in one call of ``score`` (``[T, 1, slots]`` in, ``[T, 1]`` losses
+    out). Returns the best structure each task visited and its loss.
     """
     loss = score(structures[:, None])[:, 0]
-    tau = torch.full_like(loss, temperature)
-    rate = torch.full_like(loss, accept_start)
+    state = Annealing(torch.full_like(loss, temperature), torch.full_like(loss, accept_start))
     best, best_loss = structures.clone(), loss.clone()
     for k in range(steps):
-        proposed = propose(structures)
-        new_loss = score(proposed[:, None])[:, 0]
-        accept = metropolis(loss, new_loss, tau, generator)
-        worse = new_loss > loss
-        rate = update_rate(rate, (accept & worse).to(loss.dtype), worse.to(loss.dtype))
-        tau = adapt_temperature(tau, rate, target_rate(k + 1, accept_start, accept_end, steps))
-        structures = torch.where(accept[:, None], proposed, structures)
-        loss = torch.where(accept, new_loss, loss)
+        target = target_rate(k + 1, accept_start, accept_end, steps)
+        structures, loss, state, _ = anneal_step(structures, loss, state, score, propose, target, generator)
         better = loss < best_loss
         best = torch.where(better[:, None], structures, best)
         best_loss = torch.where(better, loss, best_loss)

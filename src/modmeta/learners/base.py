@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from modmeta.tasks.base import TaskFamily
 from modmeta.tasks.batch import TaskBatch
 
 
@@ -16,10 +17,17 @@ class Learner(nn.Module, ABC):
 
     - ``adapt(x_support, y_support, steps)`` fits one task and returns its task state (adapted
       parameters, prototypes, ...); ``predict(state, x)`` predicts that task's queries.
-    - ``meta_backward(batch)`` computes the meta-gradient of a batch of tasks into the
-      meta-parameters' ``.grad`` (the outer optimizer then steps) and returns metrics.
+    - ``draw(family, size, generator)`` draws one training step's data (a meta-batch of
+      episodes by default) and ``meta_backward(data)`` computes the meta-gradient of it into
+      the meta-parameters' ``.grad`` (the outer optimizer then steps) and returns metrics.
     - ``curve(batch, steps)`` is the query metric of each task after 0, 1, ..., ``steps``
       adaptation steps, the evaluation protocol's raw material.
+    - ``report()`` is what the learner has learned beyond its weights, as plain data (σ per
+      module, learned inner rates, structures): ``modmeta eval`` prints it and ``modmeta
+      plot`` draws it. ``divergence_hint()`` names the learner's own settings a divergence
+      most likely comes from.
+
+    The Trainer knows this contract alone.
     """
 
     inner_steps: int = 0
@@ -32,10 +40,27 @@ class Learner(nn.Module, ABC):
     def predict(self, state: Any, x: torch.Tensor) -> torch.Tensor:
         """Predictions (logits or values) for ``x`` under a task state from :meth:`adapt`."""
 
+    def draw(self, family: TaskFamily, size: int, generator: torch.Generator) -> Any:
+        """One training step's data: ``size`` episodes of ``family`` (a :class:`TaskBatch`).
+        The returned object has ``.to(device, dtype)``."""
+        return family.sample(size, generator)
+
     @abstractmethod
-    def meta_backward(self, batch: TaskBatch) -> dict[str, float]:
-        """Accumulate the meta-gradient of ``batch`` into ``.grad``; return ``{"loss", "metric"}``."""
+    def meta_backward(self, data: TaskBatch) -> dict[str, float]:
+        """Accumulate the meta-gradient of ``data`` (from :meth:`draw`) into ``.grad``; return
+        ``{"loss", "metric"}`` (and any other numbers worth logging)."""
 
     @abstractmethod
     def curve(self, batch: TaskBatch, steps: int | None = None) -> torch.Tensor:
         """``[T, steps + 1]``: each task's query metric after ``0 .. steps`` adaptation steps."""
+
+    def report(self) -> dict[str, Any]:
+        """Learned quantities as plain data: ``{"sigma": {module: σ}}``, ``{"inner_rates":
+        {parameter: [rate per step]}}``, ``{"structures": [[module per slot] per task]}``, ...;
+        ``{}`` when there is nothing beyond the weights."""
+        return {}
+
+    def divergence_hint(self) -> str:
+        """What of this learner's settings to lower when training diverges, e.g. ``"the inner
+        one (inner_lr=0.4; sgd(lr=0.4))"``; empty when only the outer rate applies."""
+        return ""

@@ -25,6 +25,10 @@ of fine-tuning of the selected modules at ``inner_lr``; the paper fine-tunes not
 (``inner_steps = 0``). ``curve(batch, k)`` is the query MSE after the search and ``0 .. k``
 fine-tuning steps.
 
+As a composition: the grad step is the outer update ``exact()`` of the selected modules' query
+loss (after MoMA's inner steps, with any inner optimizer value), combined across tasks by
+``aggregate``; tasks run as ``execution`` says.
+
 Randomness: the learner draws from its own generators, seeded from ``seed`` and, in training,
 the iteration counter (a buffer), so a resumed run proposes what an uninterrupted one would.
 The search of :meth:`BounceGrad.curve` restarts from ``seed`` at each call: the same tasks get
@@ -33,16 +37,22 @@ the same structures.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.func import functional_call, vmap
+from torch.func import functional_call
 
 from modmeta import losses
-from modmeta.adapt import InnerRates, sgd
-from modmeta.adapt.structure import adapt_temperature, anneal, metropolis, target_rate, update_rate
+from modmeta.adapt.optim import InnerOptimizer, descend, sgd
+from modmeta.adapt.structure import Annealing, anneal, anneal_step, target_rate
 from modmeta.learners.base import Learner
+from modmeta.meta import aggregate as aggregation
+from modmeta.meta import outer as outers
+from modmeta.meta.aggregate import Aggregation
+from modmeta.meta.execution import Execution, map_tasks, resolve
+from modmeta.meta.outer import OuterUpdate, Task
 from modmeta.models.functional import Params, parameters
 from modmeta.models.modular import ModularNet
 from modmeta.tasks.batch import TaskBatch
@@ -60,17 +70,20 @@ class BounceGrad(Learner):
     """Simulated annealing on each task's structure, gradient descent on the module weights.
 
     ``model`` is a :class:`modmeta.models.ModularNet`. ``inner_steps`` SGD steps at
-    ``inner_lr`` fine-tune the selected modules after the meta-test search (0: none, as in
-    the paper). ``search_steps`` proposals make one meta-test search; ``temperature`` is the
-    initial ``τ``; ``accept_start``, ``accept_end`` and ``anneal_iterations`` set the decaying
-    target rate of accepted worse proposals; ``seed`` seeds the learner's draws.
+    ``inner_lr`` (or steps of ``inner``) fine-tune the selected modules after the meta-test
+    search (0: none, as in the paper). ``search_steps`` proposals make one meta-test search;
+    ``temperature`` is the initial ``τ``; ``accept_start``, ``accept_end`` and
+    ``anneal_iterations`` set the decaying target rate of accepted worse proposals; ``seed``
+    seeds the learner's draws.
     """
 
     adapts_weights = False  # MoMA adapts the module weights inside each task as well
 
     def __init__(self, model: ModularNet, inner_lr: float = 0.01, inner_steps: int = 0,
                  search_steps: int = 200, temperature: float = 1.0, accept_start: float = 0.5,
-                 accept_end: float = 0.005, anneal_iterations: int = 3000, seed: int = 0) -> None:
+                 accept_end: float = 0.005, anneal_iterations: int = 3000, seed: int = 0,
+                 inner: InnerOptimizer | None = None, outer: OuterUpdate | None = None,
+                 aggregate: Aggregation | None = None, execution: Execution = "auto") -> None:
         super().__init__()
         if not isinstance(model, ModularNet):
             raise ValueError(f"{type(self).__name__} needs a modmeta.models.ModularNet (config: model name "
@@ -84,9 +97,13 @@ class BounceGrad(Learner):
         if model.num_modules < 2:
             raise ValueError("a structure search needs a library of at least two modules")
         self.model = model
-        self.rates = InnerRates("fixed", inner_lr)
+        self.inner = copy.deepcopy(sgd(inner_lr) if inner is None else inner).bind(parameters(model),
+                                                                                 max(inner_steps, 1))
+        self.rates = self.inner.rates  # registered: learned rates are meta-parameters
         self.inner_steps = inner_steps
-        self.first_order = False
+        self.outer = outers.exact() if outer is None else outer
+        self.aggregate = aggregation.mean() if aggregate is None else aggregate
+        self.execution = resolve(execution, model)
         self.search_steps = search_steps
         self.accept_start = accept_start
         self.accept_end = accept_end
@@ -101,43 +118,65 @@ class BounceGrad(Learner):
 
     @property
     def train_steps(self) -> int:
-        """Inner SGD steps inside training and scoring: 0 for BounceGrad, ``inner_steps`` for MoMA."""
+        """Inner steps inside training and scoring: 0 for BounceGrad, ``inner_steps`` for MoMA."""
         return self.inner_steps if self.adapts_weights else 0
 
     def _forward(self, params: Params, structure: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return functional_call(self.model, params, (structure, x))
 
-    def trajectory(self, structure: torch.Tensor, x_support: torch.Tensor, y_support: torch.Tensor,
-                    steps: int) -> list[Params]:
-        """Library weights after ``0 .. steps`` SGD steps on the support loss of ``structure``.
-
-        Only the modules the structure uses get a gradient, so only they move; a module in
-        two slots is one set of weights, adapted once."""
-
+    def _support_loss(self, structure: torch.Tensor, x_support: torch.Tensor, y_support: torch.Tensor):
         def support_loss(p: Params) -> torch.Tensor:
             return losses.loss(self._forward(p, structure, x_support), y_support)
 
-        return sgd(support_loss, parameters(self.model), steps, self.rates, first_order=self.first_order)
+        return support_loss
 
-    def _train_loss(self, structure: torch.Tensor, x_support: torch.Tensor, y_support: torch.Tensor) -> torch.Tensor:
+    def trajectory(self, structure: torch.Tensor, x_support: torch.Tensor, y_support: torch.Tensor,
+                   steps: int) -> list[Params]:
+        """Library weights after ``0 .. steps`` inner steps on the support loss of ``structure``.
+
+        Only the modules the structure uses get a gradient, so only they move; a module in
+        two slots is one set of weights, adapted once."""
+        return descend(self._support_loss(structure, x_support, y_support), parameters(self.model), self.inner,
+                       steps)
+
+    def task(self, structure: torch.Tensor, x_support: torch.Tensor, y_support: torch.Tensor,
+             x_query: torch.Tensor, y_query: torch.Tensor) -> Task:
+        """One task's inner problem under its structure, for the outer update."""
+        objective = self._support_loss(structure, x_support, y_support)
+
+        def start(psi: Params) -> Params:
+            return psi
+
+        def adapt(psi: Params, first_order: bool) -> Params:
+            return descend(objective, psi, self.inner, self.train_steps, first_order=first_order, history=False)[-1]
+
+        def evaluate(theta: Params, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            pred = self._forward(theta, structure, x)
+            return losses.loss(pred, y), losses.metric(pred, y)
+
+        psi = parameters(self.model)
+        return Task(psi, frozenset(psi), start, lambda theta, p: objective(theta), adapt, evaluate,
+                    (x_support, y_support), (x_query, y_query))
+
+    def _train_loss(self, structure: torch.Tensor, x_support: torch.Tensor, y_support: torch.Tensor
+                    ) -> tuple[torch.Tensor]:
         """``L(D^train; S, Θ')``, the score of a structure (``Θ' = Θ`` without adaptation)."""
         params = self.trajectory(structure, x_support, y_support, self.train_steps)[-1]
-        return losses.loss(self._forward(params, structure, x_support), y_support)
+        return (losses.loss(self._forward(params, structure, x_support), y_support),)
 
     def _val_loss(self, structure: torch.Tensor, x_support: torch.Tensor, y_support: torch.Tensor,
                   x_query: torch.Tensor, y_query: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``L(D^val; S, Θ')`` and its metric."""
-        params = self.trajectory(structure, x_support, y_support, self.train_steps)[-1]
-        pred = self._forward(params, structure, x_query)
-        return losses.loss(pred, y_query), losses.metric(pred, y_query)
+        """``L(D^val; S, Θ')`` and its metric: what the outer update differentiates."""
+        outcome = self.outer(self.task(structure, x_support, y_support, x_query, y_query))
+        return outcome.loss, outcome.metric
 
     # -- many tasks ------------------------------------------------------------------------
 
     def score(self, structures: torch.Tensor, x_support: torch.Tensor, y_support: torch.Tensor) -> torch.Tensor:
         """Training losses ``[T, P]`` of ``P`` structures per task (``[T, P, slots]``), in one
-        vectorised pass over the ``T · P`` (task, structure) pairs.
+        pass over the ``T · P`` (task, structure) pairs.
 
-        One ``vmap`` over the flattened pairs, not two nested ones: ``F.mse_loss`` under nested
+        One map over the flattened pairs, not two nested ones: ``F.mse_loss`` under nested
         ``vmap`` with a target batched only by the outer one fails (torch 2.13).
         """
         t, p = structures.shape[:2]
@@ -145,7 +184,8 @@ class BounceGrad(Learner):
         def pairs(x: torch.Tensor) -> torch.Tensor:
             return x[:, None].expand(t, p, *x.shape[1:]).reshape(t * p, *x.shape[1:])
 
-        flat = vmap(self._train_loss)(structures.reshape(t * p, -1), pairs(x_support), pairs(y_support))
+        flat = map_tasks(self._train_loss, (structures.reshape(t * p, -1), pairs(x_support), pairs(y_support)),
+                         self.execution)[0]
         return flat.view(t, p)
 
     def search(self, x_support: torch.Tensor, y_support: torch.Tensor,
@@ -182,21 +222,23 @@ class BounceGrad(Learner):
         xs, ys, xq, yq = batch.tensors()
         g = torch.Generator().manual_seed(self.seed * 2**32 + int(self.step) + 1)
         self._grow(int(ids.max()) + 1, g)
-        current = self.structures[ids]
-        proposed = self.model.scheme.propose(current, self.model.num_modules, g)
-        with torch.no_grad():
-            scores = self.score(torch.stack([current, proposed], 1), xs, ys)
-        accept = metropolis(scores[:, 0], scores[:, 1], self.temperature, g)
-        worse = scores[:, 1] > scores[:, 0]
-        rate = update_rate(self.accept_rate, (accept & worse).sum().to(self.accept_rate.dtype),
-                           worse.sum().to(self.accept_rate.dtype))
+        scheme, k = self.model.scheme, self.model.num_modules
         target = target_rate(int(self.step), self.accept_start, self.accept_end, self.anneal_iterations)
-        self.temperature.copy_(adapt_temperature(self.temperature, rate, target))
-        self.accept_rate.copy_(rate)
-        chosen = torch.where(accept[:, None], proposed, current)
+        with torch.no_grad():
+            chosen, _, state, accept = anneal_step(
+                self.structures[ids], None, Annealing(self.temperature, self.accept_rate),
+                lambda s: self.score(s, xs, ys), lambda s: scheme.propose(s, k, g), target, g)
+        self.temperature.copy_(state.temperature)
+        self.accept_rate.copy_(state.rate)
         self.structures[ids] = chosen
-        task_losses, metrics = vmap(self._val_loss)(chosen, xs, ys, xq, yq)
-        task_losses.mean().backward()
+
+        def task_fn(s: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor, xq: torch.Tensor, yq: torch.Tensor
+                    ) -> tuple[torch.Tensor, ...]:
+            outcome = self.outer(self.task(s, xs, ys, xq, yq))
+            return outcome.surrogate, outcome.loss, outcome.metric
+
+        task_losses, metrics = aggregation.backward(task_fn, (chosen, xs, ys, xq, yq), self.execution,
+                                                    dict(self.named_parameters()), self.aggregate)
         self.step.add_(1)
         return {"loss": task_losses.mean().item(), "metric": metrics.mean().item(),
                 "accepted": accept.float().mean().item(), "temperature": float(self.temperature)}
@@ -208,12 +250,22 @@ class BounceGrad(Learner):
         structures = self.search(xs, ys)
 
         def task_curve(s: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor, xq: torch.Tensor,
-                       yq: torch.Tensor) -> torch.Tensor:
+                       yq: torch.Tensor) -> tuple[torch.Tensor]:
             path = self.trajectory(s, xs, ys, steps)
-            return torch.stack([losses.metric(self._forward(p, s, xq), yq) for p in path])
+            return (torch.stack([losses.metric(self._forward(p, s, xq), yq) for p in path]),)
 
         with torch.no_grad():
-            return vmap(task_curve)(structures, xs, ys, xq, yq)
+            return map_tasks(task_curve, (structures, xs, ys, xq, yq), self.execution)[0]
+
+    def report(self) -> dict[str, Any]:
+        """``{"structures": [[module per slot] per meta-training task], "modules": K, "slots": m}``."""
+        return {"structures": self.structures.tolist(), "modules": self.model.num_modules,
+                "slots": self.model.scheme.slots}
+
+    def divergence_hint(self) -> str:
+        if not self.adapts_weights:
+            return ""
+        return f"the inner one (inner_lr={self.inner.rates.lr:g}; {self.inner.describe()})"
 
     # -- the per-task structures -----------------------------------------------------------
 

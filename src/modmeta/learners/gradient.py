@@ -1,58 +1,77 @@
-"""The gradient-based family's shared body: SGD adaptation from meta-learned parameters.
+"""The gradient-based family: a learner composed of a model, an inner optimizer, a number of
+steps, an outer update and, optionally, a prior.
 
-A gradient-based learner is a composition of
-- a *meta-representation*: the model's initial parameters ``θ`` and the inner rates ``α``,
-- a *task adaptation*: :func:`modmeta.adapt.sgd` on the support loss, over all parameters or
-  only some (``adapt_only``),
-- a *meta-update*: backpropagation of the query loss through the inner loop (exact or
-  first-order); Reptile replaces it with its own (see :mod:`modmeta.learners.reptile`).
+- *meta-representation*: the model's initial parameters ``φ`` (and what the inner optimizer
+  and the prior learn: inner rates, per-module σ);
+- *task adaptation*: ``inner_steps`` steps of the inner optimizer
+  (:mod:`modmeta.adapt.optim`) on the support loss, plus the prior's penalty
+  ``Σ_n (Λ_n/2) ‖θ_n − φ_n‖²`` when there is one (:mod:`modmeta.adapt.shrinkage`), over all
+  parameters or only some (``adapt_only``);
+- *meta-update*: the outer update (:mod:`modmeta.meta.outer`: exact, first-order, Reptile,
+  implicit, joint) forms each task's meta-gradient, and the aggregation
+  (:mod:`modmeta.meta.aggregate`) combines them.
 
-The named learners (MAML, Meta-SGD, ANIL, ...) only choose these pieces.
+The named learners (MAML, Reptile, Meta-SGD, ANIL, LSLR, iMAML, σ-MAML, ...) are short
+aliases choosing these values; any other combination is one constructor call::
+
+    GradientLearner(model, inner=adam(lr=1e-3, beta1=0), inner_steps=5, outer=first_order())
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
 from modmeta import losses
-from modmeta.adapt import InnerRates, sgd
+from modmeta.adapt.optim import InnerOptimizer, descend, sgd
+from modmeta.adapt.proximal import proximal
+from modmeta.adapt.shrinkage import Shrinkage
 from modmeta.learners.base import Learner
-from modmeta.meta.execution import Execution, map_tasks, mean_loss_backward, resolve
+from modmeta.meta import aggregate as aggregation
+from modmeta.meta.aggregate import Aggregation
+from modmeta.meta.execution import Execution, map_tasks, resolve
+from modmeta.meta.outer import OuterUpdate, Task, exact
 from modmeta.models.batchnorm import replace_batchnorm
 from modmeta.models.functional import Params, forward, parameters
 from modmeta.tasks.batch import TaskBatch
 
 
 class GradientLearner(Learner):
-    """Adapt by ``inner_steps`` of SGD from the meta-learned parameters; meta-learn by
-    backpropagating the query loss through the adaptation.
+    """Adapt by ``inner_steps`` of ``inner`` from the meta-learned parameters; meta-learn by
+    ``outer``, the tasks' meta-gradients combined by ``aggregate``.
 
     ``model`` is any ``nn.Module``; its ``nn.BatchNorm*`` layers are replaced by
     :class:`modmeta.models.BatchNorm` (batch statistics of each call, no running averages).
-    ``adapt_only`` lists parameter-name prefixes that adapt (``None``: all of them).
-    ``execution`` chooses how tasks are batched (see :mod:`modmeta.meta.execution`).
+    ``inner`` (default ``sgd(0.4)``) and ``prior`` are copied, then bound to the model's
+    parameters: learned rates become this learner's submodule ``rates``, and ``prior`` its
+    submodule ``shrinkage`` (``σ`` per module), which makes the inner objective MAP under
+    ``N(φ, diag(1/Λ))``. ``adapt_only`` lists parameter-name
+    prefixes that adapt (``None``: all of them). ``execution`` chooses how tasks are batched
+    (see :mod:`modmeta.meta.execution`).
     """
 
     def __init__(
         self,
         model: nn.Module,
-        inner_steps: int,
-        rates: InnerRates,
-        first_order: bool = False,
+        inner: InnerOptimizer | None = None,
+        inner_steps: int = 1,
+        outer: OuterUpdate | None = None,
+        prior: Shrinkage | None = None,
         adapt_only: Sequence[str] | None = None,
+        aggregate: Aggregation | None = None,
         execution: Execution = "auto",
     ) -> None:
         super().__init__()
         if inner_steps < 0:
             raise ValueError(f"inner_steps must be >= 0, got {inner_steps}")
         self.model = replace_batchnorm(model)
-        self.rates = rates
         self.inner_steps = inner_steps
-        self.first_order = first_order
-        names = list(parameters(self.model))
+        params = parameters(self.model)
+        names = list(params)
         if adapt_only is None:
             self.adapted = names
         else:
@@ -62,18 +81,64 @@ class GradientLearner(Learner):
                     f"adapt_only={list(adapt_only)} matches no parameter of the model; "
                     f"its parameters are {names}"
                 )
+        self.inner = copy.deepcopy(sgd(0.4) if inner is None else inner).bind(params, max(inner_steps, 1))
+        self.rates = self.inner.rates  # registered: learned rates are meta-parameters
+        self.shrinkage = None if prior is None else copy.deepcopy(prior).bind(params)
+        self.outer = exact() if outer is None else outer
+        self.aggregate = aggregation.mean() if aggregate is None else aggregate
         self.execution = resolve(execution, self.model)
+
+    # -- one task's inner problem ------------------------------------------------------------
+
+    def psi(self) -> Params:
+        """The meta-parameters the inner problem depends on: ``model.*`` (the initialisation
+        ``φ``) and ``shrinkage.*`` (the prior's), by learner parameter name (the live tensors)."""
+        own = {"model." + n: p for n, p in parameters(self.model).items()}
+        if self.shrinkage is not None:
+            own |= {"shrinkage." + n: p for n, p in self.shrinkage.named_parameters()}
+        return own
+
+    def start(self, psi: Params) -> Params:
+        """``θ_0 = φ``: the model's parameters read from ``psi``."""
+        return {n[len("model."):]: p for n, p in psi.items() if n.startswith("model.")}
+
+    def objective(self, x_support: torch.Tensor, y_support: torch.Tensor, psi: Params):
+        """``θ ↦ L^support(θ) (+ Σ_n (Λ_n/2) ‖θ_n − φ_n‖²)`` of one task, ``φ`` and ``Λ`` from ``psi``."""
+
+        def support_loss(theta: Params) -> torch.Tensor:
+            return losses.loss(forward(self.model, theta, x_support), y_support)
+
+        if self.shrinkage is None:
+            return support_loss
+        own = {n[len("shrinkage."):]: p for n, p in psi.items() if n.startswith("shrinkage.")}
+        return proximal(support_loss, self.start(psi), self.shrinkage.precision(**own))
 
     def trajectory(self, x_support: torch.Tensor, y_support: torch.Tensor,
                    steps: int | None = None) -> list[Params]:
         """Parameters after ``0 .. steps`` inner steps on one task's support set."""
         steps = self.inner_steps if steps is None else steps
+        psi = self.psi()
+        return descend(self.objective(x_support, y_support, psi), self.start(psi), self.inner, steps,
+                       only=self.adapted)
 
-        def support_loss(p: Params) -> torch.Tensor:
-            return losses.loss(forward(self.model, p, x_support), y_support)
+    def task(self, x_support: torch.Tensor, y_support: torch.Tensor, x_query: torch.Tensor,
+             y_query: torch.Tensor) -> Task:
+        """One task's inner problem, for the outer update."""
 
-        return sgd(support_loss, parameters(self.model), steps, self.rates,
-                   adapt=self.adapted, first_order=self.first_order)
+        def adapt(psi: Params, first_order: bool) -> Params:
+            return descend(self.objective(x_support, y_support, psi), self.start(psi), self.inner,
+                           self.inner_steps, only=self.adapted, first_order=first_order, history=False)[-1]
+
+        def evaluate(theta: Params, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            pred = forward(self.model, theta, x)
+            return losses.loss(pred, y), losses.metric(pred, y)
+
+        psi = self.psi()
+        return Task(psi, frozenset(k for k in psi if k.startswith("model.")), self.start,
+                    lambda theta, p: self.objective(x_support, y_support, p)(theta), adapt, evaluate,
+                    (x_support, y_support), (x_query, y_query))
+
+    # -- the Learner interface ---------------------------------------------------------------
 
     def adapt(self, x_support: torch.Tensor, y_support: torch.Tensor, steps: int | None = None) -> Params:
         """The task's adapted parameters ``θ'`` after ``steps`` (default: ``inner_steps``)."""
@@ -84,13 +149,21 @@ class GradientLearner(Learner):
 
     def task_loss(self, x_support: torch.Tensor, y_support: torch.Tensor, x_query: torch.Tensor,
                   y_query: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``L_query(θ'(θ))`` of one task and its metric."""
-        pred = self.predict(self.adapt(x_support, y_support), x_query)
-        return losses.loss(pred, y_query), losses.metric(pred, y_query)
+        """The loss the outer update differentiates for one task (the query loss after
+        adaptation, for most) and its metric."""
+        outcome = self.outer(self.task(x_support, y_support, x_query, y_query))
+        return outcome.loss, outcome.metric
 
     def meta_backward(self, batch: TaskBatch) -> dict[str, float]:
-        """``∇ (1/T) Σ_t L_query,t(θ'_t)`` into ``.grad`` (second order unless ``first_order``)."""
-        task_losses, metrics = mean_loss_backward(self.task_loss, batch, self.execution)
+        """The aggregated meta-gradient of the batch's tasks into ``.grad``."""
+
+        def task_fn(xs: torch.Tensor, ys: torch.Tensor, xq: torch.Tensor, yq: torch.Tensor
+                    ) -> tuple[torch.Tensor, ...]:
+            outcome = self.outer(self.task(xs, ys, xq, yq))
+            return outcome.surrogate, outcome.loss, outcome.metric
+
+        task_losses, metrics = aggregation.backward(task_fn, batch.tensors(), self.execution,
+                                                    dict(self.named_parameters()), self.aggregate)
         return {"loss": task_losses.mean().item(), "metric": metrics.mean().item()}
 
     def curve(self, batch: TaskBatch, steps: int | None = None) -> torch.Tensor:
@@ -101,3 +174,17 @@ class GradientLearner(Learner):
 
         with torch.no_grad():
             return map_tasks(task_curve, batch.tensors(), self.execution)[0]
+
+    def report(self) -> dict[str, Any]:
+        """Learned inner rates (``inner_rates``) and the prior's report (``sigma``), if any."""
+        found: dict[str, Any] = {}
+        rates = self.inner.rates.report()
+        if rates:
+            found["inner_rates"] = rates
+        if self.shrinkage is not None:
+            found |= self.shrinkage.report()
+        return found
+
+    def divergence_hint(self) -> str:
+        return f"the inner one (inner_lr={self.inner.rates.lr:g}; {self.inner.describe()})"
+

@@ -18,22 +18,27 @@ from __future__ import annotations
 
 from torch import nn
 
+from modmeta.adapt.optim import InnerOptimizer
 from modmeta.learners.shrinkage import SigmaIMAML
+from modmeta.meta.aggregate import Aggregation
 from modmeta.meta.execution import Execution
 
 
 class IMAML(SigmaIMAML):
-    """iMAML with proximal strength ``lam`` (``λ``) and inner gradient steps at rate ``inner_lr``."""
+    """iMAML with proximal strength ``lam`` (``λ``) and inner gradient steps at rate ``inner_lr``
+    (or ``inner_steps`` of ``inner``); ``damping`` as in :func:`modmeta.meta.implicit`."""
 
     def __init__(self, model: nn.Module, inner_lr: float = 0.01, inner_steps: int = 10, lam: float = 1.0,
-                 cg_steps: int = 5, execution: Execution = "auto") -> None:
+                 cg_steps: int = 5, damping: float = 0.0, inner: InnerOptimizer | None = None,
+                 aggregate: Aggregation | None = None, execution: Execution = "auto") -> None:
         if not lam > 0:
             raise ValueError(f"lam must be > 0, got {lam}")
-        if inner_lr * lam >= 2:
+        if inner is None and inner_lr * lam >= 2:
             raise ValueError(
                 f"inner_lr * lam = {inner_lr * lam:g} >= 2: gradient descent on the proximal term "
                 "alone diverges; lower inner_lr or lam"
             )
         super().__init__(model, inner_lr, inner_steps, sigma=lam**-0.5, modules=lambda name: "all",
-                         learn_sigma=False, min_sigma=0.0, cg_steps=cg_steps, execution=execution)
+                         learn_sigma=False, min_sigma=0.0, cg_steps=cg_steps, damping=damping, inner=inner,
+                         aggregate=aggregate, execution=execution)
         self.lam = lam

@@ -4,7 +4,7 @@
 Meta-training is not episodic: the embedding ``f_φ`` and a linear classifier over all
 meta-training classes merged into one task are trained by plain cross-entropy,
 ``φ, W_g ← argmin Σ_{(x, y)} −log softmax(W_g f_φ(x))_y`` over the training split with global
-class ids (:meth:`LinearHead.train_batch`). The global classifier is then dropped. To adapt to
+class ids (:meth:`LinearHead.draw`). The global classifier is then dropped. To adapt to
 an episode, the support set is embedded with ``φ`` frozen, each embedding is scaled to unit
 length, ``z = f_φ(x) / ‖f_φ(x)‖``, and a multinomial logistic regression ``softmax(W z + b)``
 is fitted to it with an L2 penalty (:func:`modmeta.adapt.metric.logistic_regression`; the
@@ -24,7 +24,7 @@ from modmeta.adapt.metric import count_ways, logistic_regression
 from modmeta.learners.metric import MetricLearner
 from modmeta.meta.execution import Execution, map_tasks
 from modmeta.tasks.base import TaskFamily
-from modmeta.tasks.batch import TaskBatch
+from modmeta.tasks.batch import LabelledBatch, TaskBatch
 
 
 class LinearHead(MetricLearner):
@@ -52,10 +52,9 @@ class LinearHead(MetricLearner):
         self.l2 = l2
         self.fit_steps = fit_steps
 
-    def train_batch(self, family: TaskFamily, generator: torch.Generator) -> dict[str, float]:
-        """One supervised step's gradient into ``.grad``, on ``batch_size`` examples of
-        ``family``'s classes with global class ids (``family.sample_flat``); returns
-        ``{"loss", "metric"}``. This replaces :meth:`meta_backward` in training."""
+    def draw(self, family: TaskFamily, size: int, generator: torch.Generator) -> LabelledBatch:
+        """``batch_size`` examples of ``family``'s training classes with global class ids
+        (``family.sample_flat``), not episodes; ``size`` (the meta-batch) is not used."""
         if not hasattr(family, "sample_flat"):
             raise TypeError(f"LinearHead trains on labelled examples; {type(family).__name__} has no sample_flat")
         if family.num_classes != self.classifier.out_features:
@@ -63,20 +62,27 @@ class LinearHead(MetricLearner):
                 f"the model's head has {self.classifier.out_features} outputs but the family has "
                 f"{family.num_classes} training classes: build the model with out={family.num_classes}"
             )
-        x, y = family.sample_flat(self.batch_size, generator)
-        param = self.classifier.weight
-        x, y = x.to(param.device, param.dtype), y.to(param.device)
-        logits = self.classifier(self.model(x))
-        loss = F.cross_entropy(logits, y)
-        loss.backward()
-        return {"loss": loss.item(), "metric": losses.metric(logits, y).item()}
+        return LabelledBatch(*family.sample_flat(self.batch_size, generator))
 
-    def meta_backward(self, batch: TaskBatch) -> dict[str, float]:
-        """Not defined: this baseline does not train on episodes."""
-        raise NotImplementedError(
-            "LinearHead is trained on all training classes merged into one classification "
-            "problem, not on episodes: call train_batch(family, generator) instead of meta_backward"
-        )
+    def meta_backward(self, data: LabelledBatch) -> dict[str, float]:
+        """One supervised step's gradient into ``.grad``: cross-entropy of the global
+        classifier on ``data`` (from :meth:`draw`); returns ``{"loss", "metric"}``."""
+        if not isinstance(data, LabelledBatch):
+            raise NotImplementedError(
+                "LinearHead is trained on all training classes merged into one classification "
+                "problem, not on episodes: give meta_backward the labelled batch of draw(family, size, "
+                "generator), or call train_batch(family, generator), which does both"
+            )
+        param = self.classifier.weight
+        data = data.to(param.device, param.dtype)
+        logits = self.classifier(self.model(data.x))
+        loss = F.cross_entropy(logits, data.y)
+        loss.backward()
+        return {"loss": loss.item(), "metric": losses.metric(logits, data.y).item()}
+
+    def train_batch(self, family: TaskFamily, generator: torch.Generator) -> dict[str, float]:
+        """:meth:`draw` and :meth:`meta_backward` in one call."""
+        return self.meta_backward(self.draw(family, self.batch_size, generator))
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Unit-length embeddings ``f_φ(x) / ‖f_φ(x)‖``."""

@@ -28,7 +28,9 @@ from torch import nn
 from modmeta import losses
 from modmeta.adapt.metric import count_ways
 from modmeta.learners.base import Learner
-from modmeta.meta.execution import Execution, map_tasks, mean_loss_backward, resolve
+from modmeta.meta import aggregate as aggregation
+from modmeta.meta.aggregate import Aggregation
+from modmeta.meta.execution import Execution, map_tasks, resolve
 from modmeta.models.batchnorm import replace_batchnorm
 from modmeta.tasks.batch import TaskBatch
 
@@ -37,13 +39,15 @@ class MetricLearner(Learner):
     """Embed with ``model``; adapt by :meth:`fit`; classify queries by :meth:`predict`.
 
     ``model`` is any ``nn.Module`` mapping a batch of inputs to a batch of embeddings; its
-    ``nn.BatchNorm*`` layers are replaced by :class:`modmeta.models.BatchNorm`.
+    ``nn.BatchNorm*`` layers are replaced by :class:`modmeta.models.BatchNorm`. The tasks'
+    meta-gradients (of their query losses) are combined by ``aggregate`` (the mean).
     """
 
-    def __init__(self, model: nn.Module, execution: Execution = "auto") -> None:
+    def __init__(self, model: nn.Module, execution: Execution = "auto", aggregate: Aggregation | None = None) -> None:
         super().__init__()
         self.model = replace_batchnorm(model)
         self.execution = resolve(execution, self.model)
+        self.aggregate = aggregation.mean() if aggregate is None else aggregate
 
     @abstractmethod
     def fit(self, x_support: torch.Tensor, y_support: torch.Tensor, ways: int) -> Any:
@@ -69,10 +73,12 @@ class MetricLearner(Learner):
         """``∇ (1/T) Σ_t L_query,t`` into ``.grad``."""
         ways = count_ways(batch.y_support)
 
-        def task_loss(*tensors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            return self.task_loss(*tensors, ways)
+        def task_fn(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            loss, metric = self.task_loss(*tensors, ways)
+            return loss, loss, metric
 
-        task_losses, metrics = mean_loss_backward(task_loss, batch, self.execution)
+        task_losses, metrics = aggregation.backward(task_fn, batch.tensors(), self.execution,
+                                                    dict(self.named_parameters()), self.aggregate)
         return {"loss": task_losses.mean().item(), "metric": metrics.mean().item()}
 
     def curve(self, batch: TaskBatch, steps: int | None = None) -> torch.Tensor:

@@ -16,22 +16,30 @@ modules are fine-tuned for ``inner_steps`` steps.
 
 from __future__ import annotations
 
+from modmeta.adapt.optim import InnerOptimizer
 from modmeta.learners.bouncegrad import BounceGrad
+from modmeta.meta import outer
+from modmeta.meta.aggregate import Aggregation
+from modmeta.meta.execution import Execution
 from modmeta.models.modular import ModularNet
 
 
 class MoMA(BounceGrad):
-    """BounceGrad with ``inner_steps`` SGD steps at ``inner_lr`` on each task's selected modules."""
+    """BounceGrad with ``inner_steps`` SGD steps at ``inner_lr`` (or steps of ``inner``) on each
+    task's selected modules; ``first_order`` makes the outer update ``first_order()``."""
 
     adapts_weights = True
 
     def __init__(self, model: ModularNet, inner_lr: float = 0.01, inner_steps: int = 5, first_order: bool = False,
                  search_steps: int = 200, temperature: float = 1.0, accept_start: float = 0.5,
-                 accept_end: float = 0.005, anneal_iterations: int = 3000, seed: int = 0) -> None:
+                 accept_end: float = 0.005, anneal_iterations: int = 3000, seed: int = 0,
+                 inner: InnerOptimizer | None = None, aggregate: Aggregation | None = None,
+                 execution: Execution = "auto") -> None:
         if inner_steps < 1:
             raise ValueError(f"MoMA adapts the module weights: inner_steps must be >= 1, got {inner_steps} "
                              f"(with none it is BounceGrad)")
         super().__init__(model, inner_lr=inner_lr, inner_steps=inner_steps, search_steps=search_steps,
                          temperature=temperature, accept_start=accept_start, accept_end=accept_end,
-                         anneal_iterations=anneal_iterations, seed=seed)
-        self.first_order = first_order
+                         anneal_iterations=anneal_iterations, seed=seed, inner=inner,
+                         outer=outer.first_order() if first_order else outer.exact(), aggregate=aggregate,
+                         execution=execution)

@@ -1,8 +1,8 @@
-"""Outer updates: how the shared knowledge moves, given a batch of tasks."""
+"""Outer updates (how one task's meta-gradient is formed) and aggregations (how the tasks'
+meta-gradients combine), as values a learner is composed from."""
 
-from modmeta.meta.execution import map_tasks, mean_loss_backward, resolve
-from modmeta.meta.implicit import conjugate_gradient, implicit_gradient
-from modmeta.meta.reptile import reptile_gradient, set_gradients
+from modmeta.meta.aggregate import Aggregation, mean
+from modmeta.meta.outer import Outcome, OuterUpdate, Task, exact, first_order, implicit, joint, reptile
 
-__all__ = ["map_tasks", "mean_loss_backward", "reptile_gradient", "resolve", "set_gradients"]
-__all__ += ["conjugate_gradient", "implicit_gradient"]
+__all__ = ["Aggregation", "Outcome", "OuterUpdate", "Task", "exact", "first_order", "implicit", "joint", "mean",
+           "reptile"]

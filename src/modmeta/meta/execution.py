@@ -8,7 +8,7 @@ Two executions give the same numbers (the tests hold them to it):
 - ``"loop"``: a Python loop over tasks. For convolutional networks, per-task weights under
   vmap become grouped convolutions that are slower and use several times the memory of
   running each task's ordinary convolution in turn, and a loop can backpropagate task by
-  task, keeping one task's graph alive at a time.
+  task, keeping one task's graph alive at a time (:func:`modmeta.meta.aggregate.backward`).
 
 ``"auto"`` picks ``"loop"`` for models with convolutions and ``"vmap"`` otherwise (measured in
 ``benchmarks/speed.py``). The choice lives here, not in the learners.
@@ -23,7 +23,6 @@ import torch
 from torch import nn
 from torch.func import vmap
 
-from modmeta.tasks.batch import TaskBatch
 
 Execution = Literal["auto", "vmap", "loop"]
 TaskFn = Callable[..., tuple[torch.Tensor, ...]]
@@ -49,26 +48,3 @@ def map_tasks(fn: TaskFn, tensors: tuple[torch.Tensor, ...], execution: Literal[
         return vmap(fn, randomness="different")(*tensors)
     outs = [fn(*(t[i] for t in tensors)) for i in range(tensors[0].shape[0])]
     return tuple(torch.stack(o) for o in zip(*outs))
-
-
-def mean_loss_backward(task_loss: TaskFn, batch: TaskBatch, execution: Literal["vmap", "loop"]
-                       ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Backpropagate the mean over tasks of ``task_loss`` into the meta-parameters' ``.grad``.
-
-    ``task_loss(x_support, y_support, x_query, y_query)`` returns ``(loss, metric)`` for one
-    task. With the loop, each task is backpropagated on its own (``loss / T``), so only one
-    task's graph is alive at a time. Returns the per-task losses and metrics, detached.
-    """
-    tensors = batch.tensors()
-    n = len(batch)
-    if execution == "vmap":
-        losses, metrics = vmap(task_loss, randomness="different")(*tensors)
-        losses.mean().backward()
-        return losses.detach(), metrics.detach()
-    losses, metrics = [], []
-    for i in range(n):
-        loss, m = task_loss(*(t[i] for t in tensors))
-        (loss / n).backward()
-        losses.append(loss.detach())
-        metrics.append(m.detach())
-    return torch.stack(losses), torch.stack(metrics)

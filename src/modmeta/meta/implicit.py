@@ -74,12 +74,16 @@ def conjugate_gradient(matvec: Callable[[Params], Params], b: Params, iterations
 
 
 def implicit_gradient(objective: Callable[[Params, Params], torch.Tensor], theta: Params, psi: Params,
-                      outer_grad: Params, iterations: int) -> Params:
+                      outer_grad: Params, iterations: int, damping: float = 0.0) -> Params:
     """``dL/dψ`` at the inner solution ``theta = θ̂ = argmin_θ objective(θ, ψ)``.
 
     ``outer_grad`` is ``∇L(θ̂)`` (keys of ``theta``); the result has the keys of ``psi``.
-    ``iterations`` conjugate-gradient steps solve ``∇²_θ F v = ∇L``. The answer is exact only
-    as far as ``theta`` is a stationary point of ``objective`` and CG has converged.
+    ``iterations`` conjugate-gradient steps solve ``(∇²_θ F + δI) v = ∇L`` with ``δ =
+    damping``. The answer is exact only as far as ``theta`` is a stationary point of
+    ``objective``, CG has converged and ``δ = 0``; a damping ``δ > 0`` makes the system
+    better conditioned (and definite where ``H`` is not quite), at the price of a bias, as the
+    iMAML authors' code damps its CG system (for iMAML's ``(I + H_L/λ) u = ∇L``, adding
+    ``r I`` there is ``δ = r λ`` here).
     """
     theta = {n: t.detach() for n, t in theta.items()}
     psi = {n: t.detach() for n, t in psi.items()}
@@ -88,5 +92,10 @@ def implicit_gradient(objective: Callable[[Params, Params], torch.Tensor], theta
         return grad(objective)(th, ps)
 
     _, hvp = vjp(lambda th: inner_grad(th, psi), theta)
-    v = conjugate_gradient(lambda u: hvp(u)[0], outer_grad, iterations)
+
+    def matvec(u: Params) -> Params:
+        hu = hvp(u)[0]
+        return hu if not damping else {n: hu[n] + damping * u[n] for n in hu}
+
+    v = conjugate_gradient(matvec, outer_grad, iterations)
     return grad(lambda ps: -_dot(inner_grad(theta, ps), v))(psi)

@@ -1,7 +1,7 @@
 """Task families and episodes: sinusoids, function families, Omniglot, your own arrays."""
 
 from modmeta.tasks.base import TaskFamily
-from modmeta.tasks.batch import TaskBatch
+from modmeta.tasks.batch import LabelledBatch, TaskBatch
 from modmeta.tasks.functions import FunctionFamily, Sinusoid
 from modmeta.tasks.teacher import TeacherFamily
 from modmeta.tasks.download import CorruptArchiveError, DownloadError, check_file, download_url
@@ -10,9 +10,7 @@ from modmeta.tasks.omniglot import Omniglot, load_omniglot, verify_omniglot
 from modmeta.tasks.modular import Compositions, FunctionSums, ModularFamily, Sines
 
 __all__ = [
-    "ClassificationFamily", "CorruptArchiveError", "DownloadError", "FunctionFamily", "Omniglot",
-    "Sinusoid", "TaskBatch", "TaskFamily", "check_file", "download_url", "load_omniglot",
-    "split_classes", "verify_omniglot",
+    "ClassificationFamily", "Compositions", "CorruptArchiveError", "DownloadError", "FunctionFamily", "FunctionSums",
+    "LabelledBatch", "ModularFamily", "Omniglot", "Sines", "Sinusoid", "TaskBatch", "TaskFamily", "TeacherFamily",
+    "check_file", "download_url", "load_omniglot", "split_classes", "verify_omniglot",
 ]
-__all__ += ["Compositions", "FunctionSums", "ModularFamily", "Sines"]
-__all__ += ["TeacherFamily"]

@@ -3,26 +3,23 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Literal
 
 import torch
 
 from modmeta.tasks.batch import TaskBatch
 
-Kind = Literal["classification", "regression"]
-
 
 class TaskFamily(ABC):
     """A distribution over tasks.
 
-    ``kind`` says which loss and metric apply (cross-entropy and accuracy, or squared error);
+    Which loss and metric apply is read off the targets a family draws (class indices:
+    cross-entropy and accuracy; real values: squared error; see :mod:`modmeta.losses`).
     ``output_size`` is the width of the model output a task needs (the ways of a
     classification task, the target dimension of a regression task).
     Every random draw comes from the generator passed in, so a seeded generator gives the
     same tasks on the same machine.
     """
 
-    kind: Kind
     output_size: int
 
     @abstractmethod

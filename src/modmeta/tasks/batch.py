@@ -73,3 +73,17 @@ class TaskBatch:
 
         ids = None if self.task_ids is None else self.task_ids.to(device=device)
         return TaskBatch(*(move(t) for t in self.tensors()), task_ids=ids)
+
+
+@dataclass(frozen=True)
+class LabelledBatch:
+    """Plain labelled examples ``x [N, *x_shape]``, ``y [N]``: the training data of learners
+    that are not trained on episodes (the linear-head baseline)."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> LabelledBatch:
+        """Move to ``device``; ``dtype`` (if given) applies to ``x`` when it is floating point."""
+        x = self.x.to(device=device, dtype=dtype) if dtype is not None and self.x.is_floating_point() else self.x.to(device)
+        return LabelledBatch(x, self.y.to(device))

@@ -23,8 +23,6 @@ class FunctionFamily(TaskFamily):
     Any callable family of functions becomes a regression family this way.
     """
 
-    kind = "regression"
-
     def __init__(
         self,
         function: Function,

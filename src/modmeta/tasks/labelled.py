@@ -31,8 +31,6 @@ class ClassificationFamily(TaskFamily):
     (or those in ``classes``) is a training class.
     """
 
-    kind = "classification"
-
     def __init__(
         self,
         x: torch.Tensor | np.ndarray,

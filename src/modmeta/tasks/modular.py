@@ -80,7 +80,6 @@ class ModularFamily(TaskFamily):
     :meth:`function`.
     """
 
-    kind = "regression"
     output_size = 1
     low, high = -1.0, 1.0
     names: list[str] = []  # the true components' names, where known

@@ -140,7 +140,7 @@ def verify_omniglot(
             digests[name] = check_file(path, accepted, "")
             continue
         except CorruptArchiveError as e:
-            log.warning("replacing %s: it is %s", path, e.problem)
+            warnings.warn(f"replacing {path}: it is {e.problem}", stacklevel=2)
         except FileNotFoundError:
             pass
         log.info("downloading %s to %s", url, path)

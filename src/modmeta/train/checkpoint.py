@@ -20,7 +20,7 @@ import os
 import pickle
 import re
 import tempfile
-from collections.abc import Callable
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -121,12 +121,11 @@ def load(path: str | Path, map_location: str | torch.device | None = "cpu") -> d
     return state
 
 
-def latest(folder: str | Path, warn: Callable[[str], None] | None = None
-           ) -> tuple[Path, dict[str, Any]] | None:
+def latest(folder: str | Path) -> tuple[Path, dict[str, Any]] | None:
     """The newest readable checkpoint of a run folder, ``last.pt`` else ``previous.pt``, and its path.
 
-    ``None`` when the folder holds neither. A damaged ``last.pt`` is reported through
-    ``warn(message)`` before falling back; if no file is readable, the error names each.
+    ``None`` when the folder holds neither. A damaged ``last.pt`` is reported with
+    ``warnings.warn`` before falling back; if no file is readable, the error names each.
     (:meth:`modmeta.Trainer.fit` then renames the damaged file to ``last.pt.damaged``.)
     """
     folder = Path(folder)
@@ -139,8 +138,9 @@ def latest(folder: str | Path, warn: Callable[[str], None] | None = None
         except CheckpointError as e:
             problems.append(str(e))
             continue
-        if problems and warn is not None:
-            warn(f"{problems[0]}; resuming from {folder / name} (iteration {state['iteration']})")
+        if problems:
+            warnings.warn(f"{problems[0]}; resuming from {folder / name} (iteration {state['iteration']})",
+                          stacklevel=2)
         return folder / name, state
     if problems:
         raise CheckpointError("; ".join(problems) + "; no readable checkpoint is left to resume from")

@@ -1,10 +1,13 @@
 """The outer loop: meta-batches, the outer optimizer, validation, checkpoints, a progress bar.
 
-One iteration is ``zero_grad; learner.meta_backward(tasks.sample(meta_batch, generator));
-step``. Every random draw comes from the trainer's task generator and torch's global RNG, both
-seeded from ``seed`` and both stored in each checkpoint with the learner, the optimizer and
-the running log, so a run resumed from any checkpoint continues exactly as if it had never
-stopped: same parameters, same logged numbers, bit for bit.
+One iteration is ``zero_grad; learner.meta_backward(learner.draw(tasks, meta_batch,
+generator)); step``: the Trainer knows the :class:`~modmeta.learners.Learner` contract alone.
+Every random draw comes from the trainer's task generator, and any draw the learner makes from
+torch's default RNG (dropout, say) from a state the trainer keeps for it (the user's global
+RNG is set aside during the step and restored after it, never reseeded). Both are seeded from
+``seed`` and stored in each checkpoint with the learner, the optimizer and the running log, so
+a run resumed from any checkpoint continues exactly as if it had never stopped: same
+parameters, same logged numbers, bit for bit.
 
 With ``out`` set, the run folder holds ``metrics.jsonl`` (one JSON object per logged step: the
 training loss and metric averaged since the last log line, and each validation), ``last.pt``
@@ -52,7 +55,7 @@ class Trainer:
       written.
     - ``config`` (plain data) is stored in every checkpoint, so a run records its choices.
 
-    ``seed`` seeds the task generator and torch's global RNG here.
+    ``seed`` seeds the task generator and the learner's own RNG state.
     """
 
     def __init__(
@@ -98,7 +101,7 @@ class Trainer:
         self.progress = progress
         self.config = config
         self.generator = torch.Generator().manual_seed(seed)
-        torch.manual_seed(seed)
+        self._rng = torch.Generator().manual_seed(seed).get_state()  # torch's default RNG during steps
         self.iteration = 0
         self.best: dict[str, Any] | None = None  # {"iteration", "metric", "mean", "ci95"}
         self.last_checkpoint: tuple[Path, int] | None = None
@@ -121,7 +124,7 @@ class Trainer:
         if self.out is not None:
             self.out.mkdir(parents=True, exist_ok=True)
             if resume:
-                found = checkpoint.latest(self.out, warn=lambda m: print(f"modmeta: warning: {m}", file=sys.stderr))
+                found = checkpoint.latest(self.out)
                 if found is not None:
                     self.load_state(found[1])
                     self.last_checkpoint = (found[0], self.iteration)
@@ -177,19 +180,19 @@ class Trainer:
     def _step(self, iterations: int) -> dict[str, float]:
         """One outer iteration; raises :class:`Diverged` before a non-finite update is applied."""
         param = next(self.learner.parameters())
-        # Learners trained on plain labelled batches rather than episodes (the embedding +
-        # linear head baseline) draw their own data through ``train_batch``.
-        flat = hasattr(self.learner, "train_batch")
-        if not flat:
-            batch = self.tasks.sample(self.meta_batch, self.generator).to(param.device, param.dtype)
         if self._metric_name is None:
-            self._metric_name = "accuracy" if flat else losses.metric_name(batch.y_query)
+            probe = self.tasks.sample(1, torch.Generator().manual_seed(0))
+            self._metric_name = losses.metric_name(probe.y_query)
         if self.schedule == "linear":
             for group in self.optimizer.param_groups:
                 group["lr"] = self.lr * (1 - self.iteration / iterations)
         self.learner.train()
         self.optimizer.zero_grad(set_to_none=True)
-        stats = self.learner.train_batch(self.tasks, self.generator) if flat else self.learner.meta_backward(batch)
+        with torch.random.fork_rng(devices=[]):
+            torch.set_rng_state(self._rng)
+            data = self.learner.draw(self.tasks, self.meta_batch, self.generator).to(param.device, param.dtype)
+            stats = self.learner.meta_backward(data)
+            self._rng = torch.get_rng_state()
         if not math.isfinite(stats["loss"]):
             raise Diverged(self._divergence(f"the loss became {stats['loss']}"))
         for name, p in self.learner.named_parameters():
@@ -202,8 +205,8 @@ class Trainer:
         """The one-line report of a divergence at the iteration being run."""
         where = (f"last good checkpoint: {self.last_checkpoint[0]} at iteration {self.last_checkpoint[1]}"
                  if self.last_checkpoint else "no checkpoint was written before it")
-        inner_lr = getattr(getattr(self.learner, "rates", None), "init", None)
-        inner = f"the inner one (inner_lr={inner_lr:g}) or " if inner_lr is not None else ""
+        hint = self.learner.divergence_hint()
+        inner = f"{hint} or " if hint else ""
         return (f"{what} at iteration {self.iteration + 1} ({where}); the likely cause is a "
                 f"learning rate too high, {inner}the outer one (lr={self.lr:g}): lower it and train again")
 
@@ -243,7 +246,7 @@ class Trainer:
             "iteration": self.iteration,
             "learner": self.learner.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "rng": {"tasks": self.generator.get_state(), "torch": torch.get_rng_state(),
+            "rng": {"tasks": self.generator.get_state(), "torch": self._rng,
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []},
             "best": self.best,
             "window": list(self._window),
@@ -256,7 +259,7 @@ class Trainer:
         self.learner.load_state_dict(state["learner"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["rng"]["tasks"])
-        torch.set_rng_state(state["rng"]["torch"])
+        self._rng = state["rng"]["torch"]
         if state["rng"]["cuda"]:
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         self.iteration = state["iteration"]

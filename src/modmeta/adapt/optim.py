@@ -1,0 +1,296 @@
+"""Inner optimizers as values: differentiable update rules on parameter dicts.
+
+An inner optimizer is a chain of transforms, the way optax builds ``adam`` as
+``chain(scale_by_adam(...), scale(-lr))``: each transform turns the incoming updates (first
+the gradient) into new ones, and the chain's last stage is the inner rates ``α_{n,k}``
+(:class:`modmeta.adapt.InnerRates`: fixed, or learned per parameter or per layer and step).
+One inner step is ``θ_n ← θ_n − u_n`` with ``u`` what the chain makes of ``∇_θ L``:
+
+- :func:`sgd`: ``u = α g`` (with ``momentum`` μ: ``v ← μ v + g``, ``u = α v``);
+- :func:`adam`: ``m ← β₁ m + (1−β₁) g``, ``v ← β₂ v + (1−β₂) g²``,
+  ``u = α m̂ / (√v̂ + ε)`` with the bias corrections ``m̂ = m/(1−β₁ᵗ)``, ``v̂ = v/(1−β₂ᵗ)``
+  (``β₁ = 0`` is the Adam of Reptile's paper).
+
+The state is explicit: ``init(params) -> state`` and ``update(grads, state, params) ->
+(new_params, state)``, plain tensors and a step counter, so the loop runs under
+``torch.func.vmap`` and stays differentiable (an outer ``backward`` goes through it, second
+order). ``√v`` is taken so that its derivative at ``v = 0`` is 0 rather than infinite: the
+second-order meta-gradient through Adam stays finite where a gradient is exactly zero (a
+parameter the support loss does not reach), where ``0 · ∞`` gives other libraries a NaN.
+
+Learned rates are ``nn.Parameter``\\ s of the rates stage, which a learner registers as its
+submodule ``rates`` and meta-learns with everything else. A learner takes a *copy* of the
+value it is given and binds it to its model's parameters (:meth:`InnerOptimizer.bind`), so one
+value can build many learners and is never changed itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+from typing import Any, Literal
+
+import torch
+from torch import nn
+from torch.func import grad
+
+from modmeta.models.functional import Params
+
+Mode = Literal["fixed", "per_parameter", "per_layer_per_step"]
+
+State = tuple[int, tuple[Any, ...]]
+"""An optimizer's state: the number of steps taken, and each transform's own state."""
+
+
+class Transform:
+    """One stage of an inner optimizer: ``init(params) -> state`` and
+    ``update(updates, state, params, step) -> (updates, state)``."""
+
+    def bind(self, params: Params, steps: int) -> None:
+        """Create what depends on the parameters' names and shapes (learned rates do)."""
+
+    def init(self, params: Params) -> Any:
+        return ()
+
+    def update(self, updates: Params, state: Any, params: Params, step: int) -> tuple[Params, Any]:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """The stage's settings, for messages."""
+        return ""
+
+
+class Momentum(Transform):
+    """``v ← μ v + g``; passes on ``v`` (heavy ball), or ``g + μ v`` with ``nesterov``."""
+
+    def __init__(self, momentum: float, nesterov: bool = False) -> None:
+        if not 0 <= momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+        self.momentum = float(momentum)
+        self.nesterov = nesterov
+
+    def init(self, params: Params) -> Params:
+        return {n: torch.zeros_like(p) for n, p in params.items()}
+
+    def update(self, updates: Params, state: Params, params: Params, step: int) -> tuple[Params, Params]:
+        v = {n: self.momentum * state[n] + g for n, g in updates.items()}
+        out = {n: g + self.momentum * v[n] for n, g in updates.items()} if self.nesterov else v
+        return out, v
+
+    def describe(self) -> str:
+        return f"momentum={self.momentum:g}, nesterov={self.nesterov}"
+
+
+def _sqrt(v: torch.Tensor) -> torch.Tensor:
+    """``√v`` for ``v ≥ 0``, with derivative 0 (not ∞) at ``v = 0``."""
+    positive = v > 0
+    return torch.where(positive, torch.where(positive, v, torch.ones_like(v)).sqrt(), torch.zeros_like(v))
+
+
+class ScaleByAdam(Transform):
+    """Adam's direction ``m̂ / (√v̂ + ε)`` (Kingma and Ba 2015), without the rate."""
+
+    def __init__(self, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8) -> None:
+        if not (0 <= beta1 < 1 and 0 <= beta2 < 1):
+            raise ValueError(f"Adam needs 0 <= beta1 < 1 and 0 <= beta2 < 1, got {beta1} and {beta2}")
+        if not eps > 0:
+            raise ValueError(f"Adam's eps must be > 0, got {eps}")
+        self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
+
+    def init(self, params: Params) -> tuple[Params, Params]:
+        return ({n: torch.zeros_like(p) for n, p in params.items()},
+                {n: torch.zeros_like(p) for n, p in params.items()})
+
+    def update(self, updates: Params, state: tuple[Params, Params], params: Params, step: int
+               ) -> tuple[Params, tuple[Params, Params]]:
+        m0, v0 = state
+        b1, b2 = self.beta1, self.beta2
+        m = {n: b1 * m0[n] + (1 - b1) * g for n, g in updates.items()}
+        v = {n: b2 * v0[n] + (1 - b2) * g * g for n, g in updates.items()}
+        t = step + 1
+        out = {n: (m[n] / (1 - b1**t)) / (_sqrt(v[n] / (1 - b2**t)) + self.eps) for n in updates}
+        return out, (m, v)
+
+    def describe(self) -> str:
+        return f"beta1={self.beta1:g}, beta2={self.beta2:g}, eps={self.eps:g}"
+
+
+def _key(name: str) -> str:
+    # Parameter names hold dots; nn.ParameterDict keys may not.
+    return name.replace(".", ":")
+
+
+class InnerRates(nn.Module, Transform):
+    """The rates ``α_{n,k}`` of parameter tensor ``n`` at inner step ``k``: ``u ← α ⊙ u``.
+
+    - ``"fixed"``: one number for everything (MAML, Finn et al. 2017).
+    - ``"per_parameter"``: a learned tensor of each parameter's shape, the same at every step
+      (Meta-SGD, Li et al. 2017).
+    - ``"per_layer_per_step"``: a learned scalar per parameter tensor and per step (the LSLR of
+      MAML++, Antoniou et al. 2019). Steps past the number trained with reuse the last one,
+      so a learner can adapt for longer at test time.
+
+    Learned rates are ``nn.Parameter``\\ s of this module, created by :meth:`bind` (or at
+    construction when ``params`` is given), initialised to ``init``.
+    """
+
+    def __init__(self, mode: Mode, init: float, params: Params | None = None, steps: int = 1) -> None:
+        super().__init__()
+        if mode not in ("fixed", "per_parameter", "per_layer_per_step"):
+            raise ValueError(
+                f"unknown inner-rate mode {mode!r}: use 'fixed', 'per_parameter' or 'per_layer_per_step'"
+            )
+        self.mode = mode
+        self.lr = float(init)  # the rate, or where learned rates start
+        self.alpha = nn.ParameterDict()
+        if params is not None:
+            self.bind(params, steps)
+
+    def bind(self, params: Params, steps: int) -> None:
+        if self.mode == "fixed":
+            return
+        if not params:
+            raise ValueError(f"inner-rate mode {self.mode!r} needs the parameters it applies to")
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        if len(self.alpha):
+            if set(self.alpha) != {_key(n) for n in params}:
+                raise ValueError("these learned rates are bound to other parameters: build a new value")
+            return
+        for n, p in params.items():
+            shape = p.shape if self.mode == "per_parameter" else (steps,)
+            self.alpha[_key(n)] = nn.Parameter(torch.full(shape, self.lr, dtype=p.dtype, device=p.device))
+
+    def forward(self, name: str, step: int) -> torch.Tensor | float:
+        """``α`` for parameter ``name`` at inner step ``step`` (0-based)."""
+        if self.mode == "fixed":
+            return self.lr
+        if not len(self.alpha):
+            raise RuntimeError(f"learned rates ({self.mode}) are used before bind(params, steps) created them")
+        a = self.alpha[_key(name)]
+        if self.mode == "per_parameter":
+            return a
+        return a[min(step, a.shape[0] - 1)]
+
+    def update(self, updates: Params, state: Any, params: Params, step: int) -> tuple[Params, Any]:
+        return {n: self(n, step) * u for n, u in updates.items()}, state
+
+    def report(self) -> dict[str, list[float]]:
+        """The learned rates as plain data: per layer, the rate of each step (per-layer-per-step)
+        or the mean rate (per-parameter); nothing for fixed rates."""
+        if self.mode == "fixed":
+            return {}
+        rates = {k.replace(":", "."): a.detach() for k, a in self.alpha.items()}
+        if self.mode == "per_parameter":
+            return {n: [a.mean().item()] for n, a in rates.items()}
+        return {n: a.tolist() for n, a in rates.items()}
+
+    def describe(self) -> str:
+        return f"mode={self.mode}, lr={self.lr:g}"
+
+    def extra_repr(self) -> str:
+        return self.describe()
+
+
+class InnerOptimizer:
+    """A chain of transforms ending in the inner rates: ``θ ← θ − u``.
+
+    The rates are the chain's only ``nn.Module`` (learned rates are parameters): a learner
+    registers them as its submodule ``rates``, so they are meta-learned, saved and moved
+    with everything else."""
+
+    def __init__(self, *transforms: Transform, name: str = "chain") -> None:
+        if not transforms or not isinstance(transforms[-1], InnerRates):
+            raise ValueError("an inner optimizer's chain ends in its rates (an InnerRates, e.g. learned_rates(...))")
+        self.transforms = tuple(transforms)
+        self.name = name
+
+    @property
+    def rates(self) -> InnerRates:
+        """The chain's rates ``α_{n,k}`` (its last stage)."""
+        return self.transforms[-1]
+
+    def __repr__(self) -> str:
+        return self.describe()
+
+    def bind(self, params: Params, steps: int) -> InnerOptimizer:
+        """Create the learned rates for ``params`` and ``steps`` inner steps; returns ``self``."""
+        for t in self.transforms:
+            t.bind(params, steps)
+        return self
+
+    def init(self, params: Params) -> State:
+        return 0, tuple(t.init(params) for t in self.transforms)
+
+    def update(self, grads: Params, state: State, params: Params) -> tuple[Params, State]:
+        """One step: ``(θ − u, state')`` for the gradients ``grads`` at ``params``."""
+        step, states = state
+        updates, new = grads, []
+        for t, s in zip(self.transforms, states):
+            updates, s = t.update(updates, s, params, step)
+            new.append(s)
+        return {n: params[n] - updates[n] for n in params}, (step + 1, tuple(new))
+
+    def describe(self) -> str:
+        """A short text such as ``sgd(lr=0.4)``, for messages (what to lower on divergence)."""
+        stages = [f"{type(t).__name__}({t.describe()})" for t in self.transforms[:-1]]
+        rates = f"lr={self.rates.lr:g}" + ("" if self.rates.mode == "fixed" else f", rates={self.rates.mode}")
+        return f"{self.name}({rates})" if self.name != "chain" else f"chain({', '.join([*stages, rates])})"
+
+
+def chain(*transforms: Transform) -> InnerOptimizer:
+    """The inner optimizer applying ``transforms`` in turn; the last one is its rates."""
+    return InnerOptimizer(*transforms)
+
+
+def learned_rates(mode: Mode = "fixed", init: float = 0.1) -> InnerRates:
+    """The rates stage: ``"fixed"`` (one number), ``"per_parameter"`` (Meta-SGD) or
+    ``"per_layer_per_step"`` (MAML++ LSLR), starting at ``init``."""
+    return InnerRates(mode, init)
+
+
+def sgd(lr: float = 0.1, momentum: float = 0.0, nesterov: bool = False, rates: Mode = "fixed") -> InnerOptimizer:
+    """Gradient descent at rate ``lr`` (learned from there unless ``rates="fixed"``), with
+    heavy-ball ``momentum`` if it is not 0."""
+    stages = [Momentum(momentum, nesterov)] if momentum else []
+    return InnerOptimizer(*stages, InnerRates(rates, lr), name="sgd")
+
+
+def adam(lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+         rates: Mode = "fixed") -> InnerOptimizer:
+    """Adam at rate ``lr`` (learned from there unless ``rates="fixed"``); ``beta1=0`` is
+    Reptile's."""
+    return InnerOptimizer(ScaleByAdam(beta1, beta2, eps), InnerRates(rates, lr), name="adam")
+
+
+def descend(objective: Callable[[Params], torch.Tensor], params: Params, optimizer: InnerOptimizer,
+            steps: int, only: Collection[str] | None = None, first_order: bool = False,
+            history: bool = True) -> list[Params]:
+    """``steps`` steps of ``optimizer`` on ``objective`` from ``params`` (the inner loop).
+
+    Only the tensors named in ``only`` move (all when ``None``); the others enter
+    ``objective`` unchanged. Gradients come from ``torch.func.grad``, so the loop runs under
+    ``vmap`` and an outer ``backward`` differentiates through it. ``first_order=True``
+    detaches each inner gradient (first-order MAML: ``∇_θ L`` is treated as a constant).
+
+    Returns ``[θ_0, θ_1, ..., θ_steps]`` (``θ_0 = params``); ``history=False`` returns
+    ``[θ_steps]`` alone and lets each step's parameters go once the next exist.
+    """
+    names = list(params) if only is None else [n for n in params if n in only]
+    fixed = {n: p for n, p in params.items() if n not in names}
+    moving = {n: params[n] for n in names}
+    state = optimizer.init(moving)
+
+    def step_loss(m: Params) -> torch.Tensor:
+        return objective({**fixed, **m})
+
+    trajectory = [dict(params)]
+    for _ in range(steps):
+        g = grad(step_loss)(moving)
+        if first_order:
+            g = {n: v.detach() for n, v in g.items()}
+        moving, state = optimizer.update(g, state, moving)
+        if history:
+            trajectory.append({**fixed, **moving})
+        else:
+            trajectory = [{**fixed, **moving}]
+    return trajectory
