@@ -13,8 +13,8 @@ a table of all results found there, beside the papers' numbers, is printed.
     python benchmarks/metric_learners.py configs/omniglot-*-5w1s.yaml --minutes 2
     python benchmarks/metric_learners.py --table
 
-The linear-head baseline trains with ``learner.train_batch`` (plain mini-batches over all
-training classes); the episodic learners with ``meta_backward`` on ``train.meta_batch`` episodes.
+Every learner trains on what its ``draw`` gives: the linear-head baseline plain mini-batches
+over all training classes, the episodic learners ``train.meta_batch`` episodes.
 """
 
 from __future__ import annotations
@@ -56,10 +56,7 @@ def train(run: config.Run, minutes: float) -> dict:
     iterations, log = 0, []
     while time.process_time() - cpu_start < budget:
         opt.zero_grad()
-        if hasattr(learner, "train_batch"):
-            stats = learner.train_batch(tasks, generator)
-        else:
-            stats = learner.meta_backward(tasks.sample(t.meta_batch, generator).to(param.device, param.dtype))
+        stats = learner.meta_backward(learner.draw(tasks, t.meta_batch, generator).to(param.device, param.dtype))
         opt.step()
         iterations += 1
         if iterations % 25 == 0:

@@ -207,7 +207,9 @@ def _plot(args: argparse.Namespace) -> int:
 
 def _list(args: argparse.Namespace) -> int:
     for title, table in (("learners", registry.LEARNERS), ("task families", registry.TASKS),
-                         ("models", registry.MODELS)):
+                         ("models", registry.MODELS), ("inner optimizers (learner.inner)", registry.INNER),
+                         ("outer updates (learner.outer)", registry.OUTER), ("priors (learner.prior)", registry.PRIORS),
+                         ("aggregations (learner.aggregate)", registry.AGGREGATIONS)):
         print(f"{title}:")
         width = max(map(len, table))
         for name, entry in table.items():

@@ -16,7 +16,10 @@ The state is explicit: ``init(params) -> state`` and ``update(grads, state, para
 ``torch.func.vmap`` and stays differentiable (an outer ``backward`` goes through it, second
 order). ``√v`` is taken so that its derivative at ``v = 0`` is 0 rather than infinite: the
 second-order meta-gradient through Adam stays finite where a gradient is exactly zero (a
-parameter the support loss does not reach), where ``0 · ∞`` gives other libraries a NaN.
+parameter the support loss does not reach), where ``0 · ∞`` gives other libraries a NaN. Near
+a zero gradient, ``d u / d g ≈ α / ε``: the second-order meta-gradient through Adam amplifies
+whatever reaches such coordinates by up to ``1/ε``, so an ``eps`` well above the default
+``1e-8`` (``1e-4`` to ``1e-3``) keeps it well conditioned.
 
 Learned rates are ``nn.Parameter``\\ s of the rates stage, which a learner registers as its
 submodule ``rates`` and meta-learns with everything else. A learner takes a *copy* of the
