@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -288,3 +289,18 @@ def test_combinations_are_a_few_keys_of_yaml(learner):
 def test_a_wrong_composed_value_is_refused_with_its_path(learner, message):
     with pytest.raises(config.ConfigError, match=message.replace("?", r"\?").replace("(", r"\(")):
         config.parse({**TINY, "learner": learner})
+
+
+def test_eval_and_plot_show_whatever_a_learner_reports(tmp_path, capsys):
+    cfg = {**TINY, "learner": {"name": "lslr", "inner_lr": 0.05, "inner_steps": 2},
+           "train": {**TINY["train"], "iterations": 4, "checkpoint_every": 4}}
+    path = tmp_path / "lslr.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    run = tmp_path / "run"
+    assert main(["train", str(path), "--out", str(run), "--quiet"]) == 0
+    assert main(["eval", str(run), "--json"]) == 0
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(record["inner_rates"]) == {"body.0.weight", "body.0.bias", "head.weight", "head.bias"}
+    assert all(len(rates) == 2 for rates in record["inner_rates"].values())
+    assert main(["plot", str(run)]) == 0
+    assert "learned inner rates" in capsys.readouterr().out and (run / "inner_rates.png").stat().st_size > 0
