@@ -141,3 +141,25 @@ def test_split_classes_is_seeded_and_counts_right() -> None:
     assert "val" not in split_classes(y, val=0, test=3)
     with pytest.raises(ValueError, match="leaves none to train on"):
         split_classes(y, val=25, test=25)
+
+
+@pytest.mark.parametrize("rotated_repeats", [False, True])
+def test_an_episode_holds_each_class_once_unless_rotated_repeats_are_allowed(rotated_repeats) -> None:
+    # 20 classes of 4x4 images whose single lit pixel's value names the class; 20-way episodes
+    # with rotations=4 draw from 80 rotated classes.
+    classes, per_class = 20, 3
+    y = torch.arange(classes).repeat_interleave(per_class)
+    x = torch.zeros(classes * per_class, 1, 4, 4)
+    x[:, 0, 0, 1] = (y + 1).float()
+    family = ClassificationFamily(x, y, ways=20, shots=1, queries=1, rotations=4, rotated_repeats=rotated_repeats)
+    batch = family.sample(50, torch.Generator().manual_seed(0))
+    bases = batch.x_support.flatten(2).max(-1).values.long() - 1  # [episodes, ways]
+    repeated = sum(len(set(row.tolist())) < 20 for row in bases)
+    if rotated_repeats:
+        assert repeated > 0  # drawing 20 of 80 rotated classes repeats a class in almost every episode
+    else:
+        assert repeated == 0 and all(sorted(row.tolist()) == list(range(20)) for row in bases)
+        turns = {tuple(torch.nonzero(img[0])[0].tolist()) for img in batch.x_support.flatten(0, 1)}
+        assert len(turns) == 4  # each class still shows up in all four rotations across episodes
+    with pytest.raises(ValueError, match="21-way episodes need at least 21 classes"):
+        ClassificationFamily(x, y, ways=21, shots=1, queries=1, rotations=4, rotated_repeats=False)

@@ -416,3 +416,9 @@ def test_download_needs_a_checksum(tmp_path: Path, root: Path) -> None:
     with pytest.raises(ValueError, match="every download is verified"):
         download_url((root / BACKGROUND).as_uri(), tmp_path / "x.zip")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_omniglot_episodes_never_hold_two_rotations_of_one_character(family: Omniglot) -> None:
+    # The sampler's guarantee is tested in test_labelled.py; Omniglot asks for it.
+    assert family.rotated_repeats is False and family.split("test").rotated_repeats is False
+    assert family.num_classes == 4 * family.num_characters

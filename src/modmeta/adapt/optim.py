@@ -273,7 +273,8 @@ def descend(objective: Callable[[Params], torch.Tensor], params: Params, optimiz
     Only the tensors named in ``only`` move (all when ``None``); the others enter
     ``objective`` unchanged. Gradients come from ``torch.func.grad``, so the loop runs under
     ``vmap`` and an outer ``backward`` differentiates through it. ``first_order=True``
-    detaches each inner gradient (first-order MAML: ``∇_θ L`` is treated as a constant).
+    takes each inner gradient at detached parameters (first-order MAML: ``∇_θ L`` is a
+    constant), so the outer graph holds only the updates themselves, not the inner backward.
 
     Returns ``[θ_0, θ_1, ..., θ_steps]`` (``θ_0 = params``); ``history=False`` returns
     ``[θ_steps]`` alone and lets each step's parameters go once the next exist.
@@ -283,14 +284,17 @@ def descend(objective: Callable[[Params], torch.Tensor], params: Params, optimiz
     moving = {n: params[n] for n in names}
     state = optimizer.init(moving)
 
+    frozen = {n: p.detach() for n, p in fixed.items()} if first_order else fixed
+
     def step_loss(m: Params) -> torch.Tensor:
-        return objective({**fixed, **m})
+        return objective({**frozen, **m})
 
     trajectory = [dict(params)]
     for _ in range(steps):
-        g = grad(step_loss)(moving)
-        if first_order:
-            g = {n: v.detach() for n, v in g.items()}
+        if first_order:  # the gradient at detached parameters: no graph is built for it at all
+            g = grad(step_loss)({n: v.detach() for n, v in moving.items()})
+        else:
+            g = grad(step_loss)(moving)
         moving, state = optimizer.update(g, state, moving)
         if history:
             trajectory.append({**fixed, **moving})

@@ -20,7 +20,9 @@ class ClassificationFamily(TaskFamily):
     each; the classes are relabelled ``0 .. ways-1`` in the order drawn. With
     ``rotations=4`` every class also appears rotated by 90°, 180° and 270° as three new
     classes (the Omniglot augmentation of Santoro et al. and MAML); images must then be
-    ``[..., H, W]`` with ``H == W``.
+    ``[..., H, W]`` with ``H == W``. ``rotated_repeats=False`` keeps an episode from holding
+    two rotations of one class: it draws ``ways`` distinct classes, then a rotation for each
+    (the Omniglot protocol of the papers: never the same character twice in an episode).
 
     Every class must hold at least ``shots + queries`` examples; the check runs here, when
     the family is built, and names the class and the counts.
@@ -43,6 +45,7 @@ class ClassificationFamily(TaskFamily):
         *,
         splits: Mapping[str, Sequence[int]] | None = None,
         split: str = "train",
+        rotated_repeats: bool = True,
     ) -> None:
         x = torch.as_tensor(x)
         y = torch.as_tensor(y)
@@ -80,17 +83,19 @@ class ClassificationFamily(TaskFamily):
                         f"lower shots or queries, or drop the class"
                     )
                 self._by_class[c] = idx
-            if ways > len(labels) * rotations:
+            available = len(labels) * (rotations if rotated_repeats else 1)
+            if ways > available:
                 where = f" split {name!r}" if splits is not None else ""
                 raise ValueError(
                     f"{ways}-way episodes need at least {ways} classes, the data{where} has "
-                    f"{len(labels)}" + (f" ({len(labels) * rotations} with rotations)" if rotations > 1 else "")
+                    f"{len(labels)}" + (f" ({available} with rotations)" if available > len(labels) else "")
                 )
         self.x = x if x.is_floating_point() else x.to(torch.get_default_dtype())
         self.ways = ways
         self.shots = shots
         self.queries = queries
         self.rotations = rotations
+        self.rotated_repeats = rotated_repeats
         self.output_size = ways
         self._has_splits = splits is not None
         self._select(split)
@@ -132,9 +137,15 @@ class ClassificationFamily(TaskFamily):
         chosen = torch.empty(tasks, self.ways, need, dtype=torch.long)
         turns = torch.zeros(tasks, self.ways, dtype=torch.long)
         for t in range(tasks):
-            classes = torch.randperm(self.num_classes, generator=generator)[: self.ways]
-            for w, c in enumerate(classes.tolist()):
-                base, turns[t, w] = divmod(c, self.rotations)
+            if self.rotated_repeats:
+                classes = torch.randperm(self.num_classes, generator=generator)[: self.ways]
+                picks = [divmod(c, self.rotations) for c in classes.tolist()]
+            else:
+                bases = torch.randperm(len(self._index), generator=generator)[: self.ways]
+                rotated = torch.randint(self.rotations, (self.ways,), generator=generator)
+                picks = list(zip(bases.tolist(), rotated.tolist()))
+            for w, (base, turn) in enumerate(picks):
+                turns[t, w] = turn
                 idx = self._index[base]
                 chosen[t, w] = idx[torch.randperm(idx.numel(), generator=generator)[:need]]
         x = self.x[chosen]  # [T, ways, need, *shape]

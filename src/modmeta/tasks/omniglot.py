@@ -221,7 +221,8 @@ class Omniglot(ClassificationFamily):
 
     Classes are characters, split class-disjointly by ``protocol`` (see ``omniglot_splits``);
     with ``rotations=4`` each character rotated by 90°, 180° and 270° counts as three more
-    classes (Santoro et al. 2016), so the "vinyals" train split has 4,400 classes. Images are
+    classes (Santoro et al. 2016), so the "vinyals" train split has 4,400 classes; an episode
+    never holds the same character twice (two of its rotations), as in the papers. Images are
     ``[1, image_size, image_size]`` floats in ``[0, 1]``, strokes 1. ``split(name)`` gives the
     same configuration on another split and shares the decoded images.
     See ``load_omniglot`` for ``root``, ``download``, ``image_size``, ``cache`` and ``base_url``.
@@ -248,7 +249,7 @@ class Omniglot(ClassificationFamily):
         self.protocol = protocol
         super().__init__(
             self.data.x, self.data.y, ways, shots, queries, rotations,
-            splits=omniglot_splits(self.data, protocol), split=split,
+            splits=omniglot_splits(self.data, protocol), split=split, rotated_repeats=False,
         )
 
     @property
