@@ -184,6 +184,8 @@ def _plot(args: argparse.Namespace) -> int:
     folder = Path(args.run_dir)
     records = plot.read_metrics(folder)
     written = [plot.learning_curves({folder.name: records}, folder / "learning_curves.png")]
+    if any("grad_norm" in r for r in records):
+        written.append(plot.gradient_conflict({folder.name: records}, folder / "gradient_conflict.png"))
     evaluated = folder / "eval.json"
     if evaluated.is_file():
         e = json.loads(evaluated.read_text())

@@ -66,6 +66,34 @@ def learning_curves(runs: Mapping[str, Records], path: str | Path) -> Path:
     return _save(fig, path)
 
 
+CONFLICT = (("grad_cos_mean", "mean cosine"), ("grad_cos_min", "minimum cosine"),
+            ("grad_conflict", "conflicting pairs"))
+
+
+def gradient_conflict(runs: Mapping[str, Records], path: str | Path) -> Path:
+    """The tasks' meta-gradient conflicts over training (seed 004's thrashing diagnostics): the
+    mean and minimum pairwise cosine and the fraction of conflicting pairs (left), and the
+    meta-gradient norm (right), from the training records that carry them."""
+    fig = _figure((10, 4))
+    left, right = fig.subplots(1, 2)
+    for label, records in runs.items():
+        train = [r for r in records if r["split"] == "train" and "grad_norm" in r]
+        its = [r["iteration"] for r in train]
+        for key, name in CONFLICT:
+            if any(key in r for r in train):
+                left.plot(its, [r.get(key, float("nan")) for r in train], label=f"{label}: {name}" if len(runs) > 1 else name)
+        right.plot(its, [r["grad_norm"] for r in train], label=label)
+    left.axhline(0, color="black", linewidth=0.5)
+    left.set(xlabel="iteration", ylabel="between two tasks' meta-gradients", title="gradient conflict")
+    right.set(xlabel="iteration", ylabel="‖meta-gradient‖", yscale="log", title="meta-gradient norm")
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+    left.legend(fontsize=7)
+    if len(runs) > 1:
+        right.legend(fontsize=7)
+    return _save(fig, path)
+
+
 def adaptation(curves: Mapping[str, Curve], metric: str, path: str | Path, title: str = "") -> Path:
     """The metric (mean ± 95% CI) against the number of adaptation steps, one line per label.
 

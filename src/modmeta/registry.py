@@ -79,7 +79,8 @@ PRIORS: dict[str, Entry] = {
 }
 
 AGGREGATIONS: dict[str, Entry] = {
-    "mean": Entry(meta.mean, "the mean of the tasks' meta-gradients"),
+    "mean": Entry(meta.mean, "the mean of the tasks' meta-gradients (diagnostics: log how much they conflict)"),
+    "pcgrad": Entry(meta.pcgrad, "Meta-PCGrad: conflicting components projected away, then the mean (reduction, group)"),
 }
 
 COMPOSED: dict[str, dict[str, Entry]] = {"inner": INNER, "outer": OUTER, "others": OUTER, "prior": PRIORS,

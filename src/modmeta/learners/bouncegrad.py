@@ -237,11 +237,11 @@ class BounceGrad(Learner):
             outcome = self.outer(self.task(s, xs, ys, xq, yq))
             return outcome.surrogate, outcome.loss, outcome.metric
 
-        task_losses, metrics = aggregation.backward(task_fn, (chosen, xs, ys, xq, yq), self.execution,
+        (task_losses, metrics), stats = aggregation.backward(task_fn, (chosen, xs, ys, xq, yq), self.execution,
                                                     dict(self.named_parameters()), self.aggregate)
         self.step.add_(1)
         return {"loss": task_losses.mean().item(), "metric": metrics.mean().item(),
-                "accepted": accept.float().mean().item(), "temperature": float(self.temperature)}
+                "accepted": accept.float().mean().item(), "temperature": float(self.temperature), **stats}
 
     def curve(self, batch: TaskBatch, steps: int | None = None) -> torch.Tensor:
         """``[T, steps + 1]``: query MSE after the search and ``0 .. steps`` fine-tuning steps."""

@@ -162,9 +162,9 @@ class GradientLearner(Learner):
             outcome = self.outer(self.task(xs, ys, xq, yq))
             return outcome.surrogate, outcome.loss, outcome.metric
 
-        task_losses, metrics = aggregation.backward(task_fn, batch.tensors(), self.execution,
+        (task_losses, metrics), stats = aggregation.backward(task_fn, batch.tensors(), self.execution,
                                                     dict(self.named_parameters()), self.aggregate)
-        return {"loss": task_losses.mean().item(), "metric": metrics.mean().item()}
+        return {"loss": task_losses.mean().item(), "metric": metrics.mean().item(), **stats}
 
     def curve(self, batch: TaskBatch, steps: int | None = None) -> torch.Tensor:
         def task_curve(xs: torch.Tensor, ys: torch.Tensor, xq: torch.Tensor, yq: torch.Tensor

@@ -77,9 +77,9 @@ class MetricLearner(Learner):
             loss, metric = self.task_loss(*tensors, ways)
             return loss, loss, metric
 
-        task_losses, metrics = aggregation.backward(task_fn, batch.tensors(), self.execution,
+        (task_losses, metrics), stats = aggregation.backward(task_fn, batch.tensors(), self.execution,
                                                     dict(self.named_parameters()), self.aggregate)
-        return {"loss": task_losses.mean().item(), "metric": metrics.mean().item()}
+        return {"loss": task_losses.mean().item(), "metric": metrics.mean().item(), **stats}
 
     def curve(self, batch: TaskBatch, steps: int | None = None) -> torch.Tensor:
         """``[T, 1]``: each task's query metric (``steps`` is ignored: there are none)."""

@@ -1,8 +1,8 @@
 """Outer updates (how one task's meta-gradient is formed) and aggregations (how the tasks'
 meta-gradients combine), as values a learner is composed from."""
 
-from modmeta.meta.aggregate import Aggregation, mean
+from modmeta.meta.aggregate import Aggregation, mean, pcgrad
 from modmeta.meta.outer import Outcome, OuterUpdate, Task, exact, first_order, implicit, joint, reptile
 
 __all__ = ["Aggregation", "Outcome", "OuterUpdate", "Task", "exact", "first_order", "implicit", "joint", "mean",
-           "reptile"]
+           "pcgrad", "reptile"]

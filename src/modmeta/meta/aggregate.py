@@ -7,8 +7,13 @@ Each task of a meta-batch gives a surrogate scalar whose gradient is its meta-gr
   gradients: it backpropagates the mean surrogate, and in the loop each task's own share as
   soon as it is computed, so only one task's graph is alive at a time.
 - any other combination is a function of the stacked per-task gradients ``[T, ...]``
-  (``Aggregation(combine=...)``): gradient surgery across tasks (PCGrad) or a gather across
-  processes plugs in here, for every learner at once.
+  (``Aggregation(combine=...)``): gradient surgery across tasks (:func:`pcgrad`) or a gather
+  across processes plugs in here, for every learner at once.
+
+Where the per-task gradients are formed, ``diagnostics`` adds the gradient-conflict statistics
+of seed 004 to what a training step reports (:func:`conflict`): the mean and minimum pairwise
+cosine of the tasks' meta-gradients, the fraction of conflicting pairs, and the norm of the
+combined meta-gradient. ``mean(diagnostics=True)`` forms them for the plain mean.
 
 :func:`backward` runs a per-task function over a batch, as ``execution`` says, and writes the
 aggregated meta-gradient into the parameters' ``.grad`` (accumulating, as ``backward`` does).
@@ -29,38 +34,108 @@ from modmeta.models.functional import Params
 @dataclass(frozen=True)
 class Aggregation:
     """``combine`` maps per-task gradients (``[T, *shape]`` per parameter) to one gradient;
-    ``None`` is the mean, computed without per-task gradients."""
+    ``None`` is the mean, computed without per-task gradients. ``diagnostics`` reports the
+    gradient-conflict statistics (:func:`conflict`) of each step."""
 
     name: str = "mean"
     combine: Callable[[Params], Params] | None = None
+    diagnostics: bool = False
 
 
-def mean() -> Aggregation:
-    """``(1/T) Σ_t g_t``: the meta-gradient of the mean query loss."""
-    return Aggregation()
+def _mean(per_task: Params) -> Params:
+    return {n: g.mean(0) for n, g in per_task.items()}
+
+
+def mean(diagnostics: bool = False) -> Aggregation:
+    """``(1/T) Σ_t g_t``: the meta-gradient of the mean query loss; with ``diagnostics`` the
+    per-task gradients are formed to report how much they conflict."""
+    return Aggregation("mean", _mean, True) if diagnostics else Aggregation()
+
+
+def project_conflicting(grads: torch.Tensor) -> torch.Tensor:
+    """PCGrad's projection of each row ``g_i`` of ``grads`` (``[T, D]``).
+
+    For each ``i``, over the other rows ``j`` in a random order (torch's default RNG, which the
+    Trainer keeps per run): whenever ``g_i · g_j < 0``, ``g_i ← g_i − (g_i · g_j / ‖g_j‖²) g_j``,
+    removing the component of ``g_i`` that conflicts with the original ``g_j`` (Yu et al.
+    2020, "Gradient surgery for multi-task learning", Algorithm 1). Rows that conflict with no
+    other row are returned unchanged.
+    """
+    out = grads.clone()
+    n = grads.shape[0]
+    squared = (grads * grads).sum(1)
+    for i in range(n):
+        for j in torch.randperm(n).tolist():
+            if j == i or squared[j] == 0:
+                continue
+            dot = out[i] @ grads[j]
+            if dot < 0:
+                out[i] = out[i] - dot / squared[j] * grads[j]
+    return out
+
+
+def pcgrad(reduction: Literal["mean", "sum"] = "mean", group: int = 1, diagnostics: bool = True) -> Aggregation:
+    """Meta-PCGrad (seed 004, "attempt 2"): the tasks' meta-gradients with their mutually
+    conflicting components projected away (:func:`project_conflicting`), then averaged (or
+    summed, as PCGrad's paper does). ``group > 1`` first averages consecutive sets of
+    ``group`` tasks of the meta-batch and projects the sets' meta-gradients (the seed's
+    grouping). With one task (or one set) it is the identity."""
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+    if group < 1:
+        raise ValueError(f"group must be >= 1, got {group}")
+
+    def combine(per_task: Params) -> Params:
+        names = list(per_task)
+        flat = torch.cat([per_task[n].flatten(1) for n in names], 1)  # [T, D]
+        if group > 1:
+            flat = torch.stack([chunk.mean(0) for chunk in flat.split(group)])
+        projected = project_conflicting(flat)
+        total = projected.mean(0) if reduction == "mean" else projected.sum(0)
+        sizes = [per_task[n][0].numel() for n in names]
+        return {n: g.view_as(per_task[n][0]) for n, g in zip(names, total.split(sizes))}
+
+    return Aggregation("pcgrad", combine, diagnostics)
+
+
+def conflict(per_task: Params, combined: Params) -> dict[str, float]:
+    """Gradient-conflict statistics of one step: ``grad_cos_mean`` and ``grad_cos_min``, the mean
+    and minimum cosine between two tasks' meta-gradients over all pairs; ``grad_conflict``,
+    the fraction of pairs with a negative cosine; ``grad_norm``, the norm of the combined
+    meta-gradient (seed 004's gradient-thrashing diagnostics)."""
+    flat = torch.cat([g.flatten(1) for g in per_task.values()], 1).double()
+    norm = torch.cat([g.flatten() for g in combined.values()]).double().norm().item()
+    n = flat.shape[0]
+    if n < 2:
+        return {"grad_norm": norm}
+    unit = flat / flat.norm(dim=1, keepdim=True).clamp(min=1e-300)
+    cos = (unit @ unit.T)[torch.triu_indices(n, n, 1).unbind()]
+    return {"grad_cos_mean": cos.mean().item(), "grad_cos_min": cos.min().item(),
+            "grad_conflict": (cos < 0).double().mean().item(), "grad_norm": norm}
 
 
 def backward(task_fn: TaskFn, tensors: tuple[torch.Tensor, ...], execution: Literal["vmap", "loop"],
-             params: Params, aggregation: Aggregation) -> tuple[torch.Tensor, ...]:
+             params: Params, aggregation: Aggregation) -> tuple[tuple[torch.Tensor, ...], dict[str, float]]:
     """Accumulate the aggregated meta-gradient of ``task_fn`` over the tasks into ``.grad``.
 
     ``task_fn`` takes one task's slice of ``tensors`` and returns ``(surrogate, *reported)``;
     ``params`` are the meta-parameters (by name) the surrogates are differentiated in. Returns
-    the ``reported`` tensors, detached and stacked on a task axis.
+    the ``reported`` tensors, detached and stacked on a task axis, and the aggregation's
+    statistics (``{}``, or :func:`conflict`'s with ``diagnostics``).
     """
     n = tensors[0].shape[0]
     if aggregation.combine is None:
         if execution == "vmap":
             surrogate, *reported = map_tasks(task_fn, tensors, "vmap")
             surrogate.mean().backward()
-            return tuple(r.detach() for r in reported)
+            return tuple(r.detach() for r in reported), {}
 
         def each(*task: torch.Tensor) -> tuple[torch.Tensor, ...]:
             surrogate, *reported = task_fn(*task)
             (surrogate / n).backward()
             return tuple(r.detach() for r in reported)
 
-        return map_tasks(each, tensors, "loop")
+        return map_tasks(each, tensors, "loop"), {}
     names = [k for k, p in params.items() if p.requires_grad]
     live = [params[k] for k in names]
     if execution == "vmap":
@@ -78,8 +153,10 @@ def backward(task_fn: TaskFn, tensors: tuple[torch.Tensor, ...], execution: Lite
 
         out = map_tasks(each, tensors, "loop")
         per_task, reported = dict(zip(names, out[:len(names)])), out[len(names):]
-    set_gradients({k: params[k] for k in names}, aggregation.combine(per_task))
-    return tuple(r.detach() for r in reported)
+    combined = aggregation.combine(per_task)
+    set_gradients({k: params[k] for k in names}, combined)
+    stats = conflict(per_task, combined) if aggregation.diagnostics else {}
+    return tuple(r.detach() for r in reported), stats
 
 
 def set_gradients(params: Params, grads: Params) -> None:

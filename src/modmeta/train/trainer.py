@@ -105,7 +105,7 @@ class Trainer:
         self.iteration = 0
         self.best: dict[str, Any] | None = None  # {"iteration", "metric", "mean", "ci95"}
         self.last_checkpoint: tuple[Path, int] | None = None
-        self._window = [0.0, 0.0, 0]  # loss sum, metric sum, count since the last log line
+        self._window: dict[str, float] = {}  # each statistic's sum since the last log line, and "steps"
         self._metric_name: str | None = None
         self._val: Evaluation | None = None
         self._loss = math.nan  # the last logged training loss, for the progress bar
@@ -148,9 +148,8 @@ class Trainer:
                 self.iteration += 1
                 i = self.iteration
                 final = i == iterations
-                self._window[0] += stats["loss"]
-                self._window[1] += stats["metric"]
-                self._window[2] += 1
+                for k, v in {**stats, "steps": 1}.items():
+                    self._window[k] = self._window.get(k, 0.0) + float(v)
                 records = []
                 if i % self.log_every == 0 or final:
                     records.append(self._train_record())
@@ -211,11 +210,14 @@ class Trainer:
                 f"learning rate too high, {inner}the outer one (lr={self.lr:g}): lower it and train again")
 
     def _train_record(self) -> dict[str, Any]:
-        loss, metric, n = self._window
-        self._window = [0.0, 0.0, 0]
-        self._loss = loss / n
-        return {"iteration": self.iteration, "split": "train", "loss": loss / n,
-                self._metric_name: metric / n, "lr": self.optimizer.param_groups[0]["lr"]}
+        """The training statistics averaged since the last log line: the loss, the metric under
+        its name, and whatever else the learner reports (gradient conflicts, acceptance rates)."""
+        window, self._window = self._window, {}
+        n = window.pop("steps")
+        mean = {k: v / n for k, v in window.items()}
+        self._loss = mean["loss"]
+        return {"iteration": self.iteration, "split": "train", "loss": mean.pop("loss"),
+                self._metric_name: mean.pop("metric"), "lr": self.optimizer.param_groups[0]["lr"], **mean}
 
     def _validate(self) -> dict[str, Any]:
         """Evaluate on the validation tasks; write ``best.pt`` when the metric improves."""
@@ -249,7 +251,7 @@ class Trainer:
             "rng": {"tasks": self.generator.get_state(), "torch": self._rng,
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []},
             "best": self.best,
-            "window": list(self._window),
+            "window": dict(self._window),
             "metric_name": self._metric_name,
             "config": self.config,
         }
@@ -264,7 +266,10 @@ class Trainer:
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         self.iteration = state["iteration"]
         self.best = state["best"]
-        self._window = list(state["window"])
+        window = state["window"]
+        if isinstance(window, list):  # checkpoints before 0.2: [loss sum, metric sum, steps]
+            window = dict(zip(("loss", "metric", "steps"), window)) if window[2] else {}
+        self._window = dict(window)
         self._metric_name = state["metric_name"]
 
     def save(self, checkpoint_name: str | None) -> Path:
