@@ -72,6 +72,7 @@ OUTER: dict[str, Entry] = {
     "reptile": Entry(meta.reptile, "phi - adapted for the initialisation; others: an outer update for the rest"),
     "implicit": Entry(meta.implicit, "implicit gradient at the inner solution by conjugate gradient (cg_steps, damping)"),
     "joint": Entry(meta.joint, "the unadapted loss on all of a task's data (pretrained baseline)"),
+    "hessian_penalty": Entry(meta.hessian_penalty, "outer (default exact) + coefficient * ||H_support||_F^2 by Hutchinson probes"),
 }
 
 PRIORS: dict[str, Entry] = {
