@@ -20,7 +20,7 @@ from typing import Any
 import torch
 import yaml
 
-from modmeta import config, plot, registry, structures
+from modmeta import config, plot, registry, seeds, structures
 from modmeta.evaluate import Evaluation, evaluate
 from modmeta.train import checkpoint
 
@@ -37,6 +37,8 @@ EXAMPLES = {
   modmeta plot runs/teacher-sigma-imaml   # a shrinkage learner's run adds sigma.png, σ per module""",
     "list": """examples:
   modmeta list""",
+    "seeds": """examples:
+  modmeta seeds configs/sinusoid-maml.yaml --out runs/maml-seeds --seeds 0 1 2 3 4 --set train.iterations=5000""",
     "demo": """examples:
   modmeta demo                 # about two minutes on a laptop CPU
   modmeta demo --out /tmp/demo --iterations 2000""",
@@ -105,6 +107,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", metavar="DIR", help="a run folder written by `modmeta train`")
 
     command("list", _list, "list the learners, task families and models a config can name")
+
+    p = command("seeds", _seeds, "train one config with several seeds, evaluate each, report the spread")
+    p.add_argument("config", help="the YAML config (see configs/)")
+    p.add_argument("--out", required=True, help="folder of the runs: OUT/seed-N for each seed, OUT/seeds.json")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="train.seed of each run (default 0-4)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeatable)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
 
     p = command("demo", _demo, "meta-train MAML on sine regression and compare it with a pretrained baseline")
     p.add_argument("--out", default="runs/demo", help="where to write the runs and the plot (default: runs/demo)")
@@ -204,6 +213,28 @@ def _plot(args: argparse.Namespace) -> int:
     written += _report_figures(folder)
     for path in written:
         print(f"wrote {path}")
+    return 0
+
+
+def _seeds(args: argparse.Namespace) -> int:
+    config.load(args.config, args.set)  # a bad config fails before any run starts
+    out = Path(args.out)
+    folders = {}
+    for seed in args.seeds:
+        folder = out / f"seed-{seed}"
+        train = ["train", args.config, "--out", str(folder), "--set", f"train.seed={seed}",
+                 *(f"--set={s}" for s in args.set), *(["--quiet"] if args.quiet else [])]
+        if checkpoint.holds_run(folder):
+            train.append("--resume")
+        print(f"seed {seed}: {' '.join(['modmeta', *train])}", file=sys.stderr)
+        if main(train) or main(["eval", str(folder), "--json"]):
+            raise RuntimeError(f"the run of seed {seed} in {folder} failed (see above); fix it, then run this again "
+                               f"to resume")
+        folders[seed] = folder
+    report = seeds.summarise(folders)
+    (out / "seeds.json").write_text(json.dumps(report, indent=1) + "\n")
+    print(seeds.table(report))
+    print(f"wrote {out / 'seeds.json'}")
     return 0
 
 
