@@ -422,3 +422,21 @@ def test_omniglot_episodes_never_hold_two_rotations_of_one_character(family: Omn
     # The sampler's guarantee is tested in test_labelled.py; Omniglot asks for it.
     assert family.rotated_repeats is False and family.split("test").rotated_repeats is False
     assert family.num_classes == 4 * family.num_characters
+
+
+def test_alphabet_groups_share_no_alphabet_and_keep_every_split(root: Path, cache_dir: Path) -> None:
+    first = Omniglot(root, cache=cache_dir, alphabets="0/2")
+    second = Omniglot(root, cache=cache_dir, alphabets="1/2")
+    names = first.data.alphabets
+    for split in ("train", "val", "test"):
+        a, b = first.split(split), second.split(split)
+        groups = {names[i] for i in a.labels}, {names[i] for i in b.labels}
+        assert groups[0] and groups[1] and not groups[0] & groups[1]
+    assert len({names[i] for i in first.labels} | {names[i] for i in second.labels}) == 50
+    ten = sorted(set(names))[:10]
+    chosen = Omniglot(root, cache=cache_dir, alphabets=ten, ways=2)  # few characters: a small val split
+    assert {names[i] for i in chosen.labels} == set(ten)
+    with pytest.raises(ValueError, match="unknown alphabets"):
+        Omniglot(root, cache=cache_dir, alphabets=["Klingon"])
+    with pytest.raises(ValueError, match="give 'K/N'"):
+        Omniglot(root, cache=cache_dir, alphabets="2/2")

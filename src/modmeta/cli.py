@@ -20,7 +20,7 @@ from typing import Any
 import torch
 import yaml
 
-from modmeta import config, plot, registry, seeds, structures
+from modmeta import config, phases, plot, registry, seeds, structures
 from modmeta.evaluate import Evaluation, evaluate
 from modmeta.train import checkpoint
 
@@ -39,6 +39,8 @@ EXAMPLES = {
   modmeta list""",
     "seeds": """examples:
   modmeta seeds configs/sinusoid-maml.yaml --out runs/maml-seeds --seeds 0 1 2 3 4 --set train.iterations=5000""",
+    "phases": """examples:
+  modmeta phases configs/forgetting-sinusoid-sums.yaml --out runs/forgetting""",
     "demo": """examples:
   modmeta demo                 # about two minutes on a laptop CPU
   modmeta demo --out /tmp/demo --iterations 2000""",
@@ -115,6 +117,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeatable)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
+    p = command("phases", _phases, "meta-train on the config's phases of task families in turn; report forgetting")
+    p.add_argument("config", help="a YAML config with phases: [{name, tasks, iterations}, ...]")
+    p.add_argument("--out", required=True, help="folder of the runs: OUT/1-NAME, OUT/2-NAME, ..., OUT/phases.json")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeatable)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
     p = command("demo", _demo, "meta-train MAML on sine regression and compare it with a pretrained baseline")
     p.add_argument("--out", default="runs/demo", help="where to write the runs and the plot (default: runs/demo)")
     p.add_argument("--iterations", type=int, default=10_000, help="meta-training iterations of each learner")
@@ -128,6 +136,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def _train(args: argparse.Namespace) -> int:
     cfg = config.load(args.config, args.set)
+    if cfg.phases:
+        raise ValueError(f"{args.config} has phases: train them in turn with `modmeta phases {args.config} --out DIR`")
     out = Path(args.out)
     if checkpoint.holds_run(out) and not args.resume:
         raise FileExistsError(f"{out} already holds a run: add --resume to continue it, or choose another --out")
@@ -235,6 +245,15 @@ def _seeds(args: argparse.Namespace) -> int:
     (out / "seeds.json").write_text(json.dumps(report, indent=1) + "\n")
     print(seeds.table(report))
     print(f"wrote {out / 'seeds.json'}")
+    return 0
+
+
+def _phases(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    report = phases.run(config.load(args.config, args.set), out, progress=not args.quiet)
+    (out / "phases.json").write_text(json.dumps(report, indent=1) + "\n")
+    print(phases.table(report))
+    print(f"wrote {out / 'phases.json'}")
     return 0
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import difflib
 import inspect
 import re
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -107,8 +108,18 @@ class EvalConfig(_Section):
     tasks: dict[str, Any] = Field(default_factory=dict)
 
 
+class Phase(_Section):
+    """One phase of a sequential run (``modmeta phases``): ``iterations`` of meta-training on
+    the task family ``tasks``, called ``name`` in the reports."""
+
+    name: str
+    tasks: Component
+    iterations: int = Field(ge=1)
+
+
 class Config(_Section):
-    """Every choice of a run."""
+    """Every choice of a run. ``phases`` (optional) make it a sequence of task families
+    trained one after the other (see :mod:`modmeta.phases`); ``tasks`` then builds the model."""
 
     tasks: Component
     model: Component
@@ -117,6 +128,7 @@ class Config(_Section):
     eval: EvalConfig = EvalConfig()
     dtype: Literal["float32", "float64"] = "float32"
     device: str = "cpu"
+    phases: list[Phase] = Field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data, as written to a run's ``config.yaml``."""
@@ -206,6 +218,11 @@ def parse(data: dict[str, Any], source: str = "config") -> Config:
     if config.eval.tasks:
         merged = Component(name=config.tasks.name, **(config.tasks.kwargs | config.eval.tasks))
         problems += _check_component(merged, "eval.tasks", registry.TASKS, skip=0)
+    for i, phase in enumerate(config.phases):
+        problems += _check_component(phase.tasks, f"phases.{i}.tasks", registry.TASKS, skip=0)
+    names = [phase.name for phase in config.phases]
+    if len(set(names)) < len(names):
+        problems.append(f"phases: each phase needs its own name, got {names}")
     if problems:
         raise ConfigError(f"{source}: " + "; ".join(problems))
     return config
@@ -360,7 +377,11 @@ def _describe(err: dict[str, Any]) -> str:
 def _fields_at(model: type[BaseModel], loc: list[str]) -> list[str]:
     """The field names of the section of ``model`` at ``loc``."""
     for part in loc:
+        if part.isdigit():  # an item of a list section (phases.0)
+            continue
         model = model.model_fields[part].annotation
+        if typing.get_origin(model) is list:
+            model = typing.get_args(model)[0]
     return list(model.model_fields)
 
 

@@ -17,7 +17,7 @@ import tempfile
 import time
 import warnings
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -193,6 +193,21 @@ def load_omniglot(
     return chars
 
 
+def _alphabet_group(chars: OmniglotCharacters, alphabets: Sequence[str] | str) -> list[str]:
+    """The alphabet names ``alphabets`` stands for: a list of names, or ``"K/N"``."""
+    names = sorted(set(chars.alphabets))
+    if isinstance(alphabets, str):
+        k, slash, n = alphabets.partition("/")
+        if not (slash and k.isdigit() and n.isdigit() and 0 <= int(k) < int(n) <= len(names)):
+            raise ValueError(f"alphabets={alphabets!r}: give 'K/N' with 0 <= K < N <= {len(names)}, or a list of names")
+        k, n = int(k), int(n)
+        return names[k * len(names) // n:(k + 1) * len(names) // n]
+    unknown = sorted(set(alphabets) - set(names))
+    if unknown:
+        raise ValueError(f"unknown alphabets {unknown}: Omniglot's are {', '.join(names)}")
+    return list(alphabets)
+
+
 def omniglot_splits(chars: OmniglotCharacters, protocol: SplitProtocol = "vinyals") -> dict[str, list[int]]:
     """Character indices of the train, val and test splits of ``protocol``.
 
@@ -225,6 +240,10 @@ class Omniglot(ClassificationFamily):
     never holds the same character twice (two of its rotations), as in the papers. Images are
     ``[1, image_size, image_size]`` floats in ``[0, 1]``, strokes 1. ``split(name)`` gives the
     same configuration on another split and shares the decoded images.
+    ``alphabets`` keeps only the characters of some alphabets in every split: a list of
+    alphabet names, or ``"K/N"`` for the ``K``-th (from 0) of ``N`` groups of the sorted
+    alphabet names (two families on ``"0/2"`` and ``"1/2"`` share no alphabet: the pair of
+    seed 004's forgetting experiment).
     See ``load_omniglot`` for ``root``, ``download``, ``image_size``, ``cache`` and ``base_url``.
     """
 
@@ -240,6 +259,7 @@ class Omniglot(ClassificationFamily):
         download: bool = False,
         image_size: int = 28,
         cache: bool | str | Path = True,
+        alphabets: Sequence[str] | str | None = None,
         *,
         base_url: str = OMNIGLOT_URL,
     ) -> None:
@@ -247,9 +267,13 @@ class Omniglot(ClassificationFamily):
             raise ValueError(f"unknown protocol {protocol!r}: use 'vinyals' or 'lake'")
         self.data = load_omniglot(root, image_size, download, cache, base_url)
         self.protocol = protocol
+        splits = omniglot_splits(self.data, protocol)
+        if alphabets is not None:
+            keep = set(_alphabet_group(self.data, alphabets))
+            splits = {k: [i for i in v if self.data.alphabets[i] in keep] for k, v in splits.items()}
         super().__init__(
             self.data.x, self.data.y, ways, shots, queries, rotations,
-            splits=omniglot_splits(self.data, protocol), split=split, rotated_repeats=False,
+            splits=splits, split=split, rotated_repeats=False,
         )
 
     @property
