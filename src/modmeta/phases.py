@@ -19,6 +19,7 @@ their final checkpoint and ``phase.json``) and resumes an interrupted one exactl
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -43,14 +44,14 @@ def run(cfg: config.Config, out: str | Path, progress: bool = True) -> dict[str,
     if len(cfg.phases) < 2:
         raise config.ConfigError("a sequential run needs `phases`: at least two {name, tasks, iterations}")
     out = Path(out)
-    families = {}
+    families, size = {}, None
     for k, phase in enumerate(cfg.phases):
         built = config.build(phase_config(cfg, k))
         families[phase.name] = config.evaluation_tasks(built).split("test")
-        if k and built.tasks.output_size != families_size:
+        if size is not None and built.tasks.output_size != size:
             raise config.ConfigError(f"phases.{k}.tasks: its tasks need {built.tasks.output_size} outputs but "
-                                     f"phase {cfg.phases[0].name!r} needs {families_size}: one model must fit all phases")
-        families_size = built.tasks.output_size
+                                     f"phase {cfg.phases[0].name!r} needs {size}: one model must fit all phases")
+        size = built.tasks.output_size
     results: dict[str, dict[str, Any]] = {}
     previous: Path | None = None
     for k, phase in enumerate(cfg.phases):
@@ -95,6 +96,8 @@ def table(rep: dict[str, Any]) -> str:
     pct = first["metric"] == "accuracy"
 
     def num(x: float) -> str:
+        if not math.isfinite(x):
+            return "diverged"  # the adaptation on this family blew up (non-finite metric)
         return f"{100 * x:.2f}%" if pct else f"{x:.4f}"
 
     width = max(18, *(len(n) + 2 for n in names))
@@ -102,7 +105,8 @@ def table(rep: dict[str, Any]) -> str:
     for after in names:
         row = rep["results"][after]
         lines.append(f"{'after ' + after:<16}" + "".join(
-            f"{num(row[n]['mean']) + ' ± ' + num(row[n]['ci95']):>{width}}" for n in names))
+            f"{num(row[n]['mean']) + ('' if not math.isfinite(row[n]['mean']) else ' ± ' + num(row[n]['ci95'])):>{width}}"
+            for n in names))
     lost = "  ".join(f"{n}: {num(v)}" for n, v in rep["forgetting"].items())
     lines.append(f"forgotten by the end (positive: worse than right after its own phase): {lost}")
     return "\n".join(lines)
