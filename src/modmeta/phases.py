@@ -44,9 +44,10 @@ def run(cfg: config.Config, out: str | Path, progress: bool = True) -> dict[str,
     if len(cfg.phases) < 2:
         raise config.ConfigError("a sequential run needs `phases`: at least two {name, tasks, iterations}")
     out = Path(out)
-    families, size = {}, None
+    families, size, builds = {}, None, []
     for k, phase in enumerate(cfg.phases):
         built = config.build(phase_config(cfg, k))
+        builds.append(built)
         families[phase.name] = config.evaluation_tasks(built).split("test")
         if size is not None and built.tasks.output_size != size:
             raise config.ConfigError(f"phases.{k}.tasks: its tasks need {built.tasks.output_size} outputs but "
@@ -61,7 +62,7 @@ def run(cfg: config.Config, out: str | Path, progress: bool = True) -> dict[str,
             results[phase.name] = json.loads(done.read_text())
             previous = folder
             continue
-        built = config.build(phase_config(cfg, k))
+        built = builds[k]  # each phase is built once: its family for the evaluations, its learner here
         resume = checkpoint.holds_run(folder)
         if not resume:
             if previous is not None:

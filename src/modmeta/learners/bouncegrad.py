@@ -38,6 +38,7 @@ the same structures.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,7 +125,8 @@ class BounceGrad(Learner):
     def _forward(self, params: Params, structure: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return functional_call(self.model, params, (structure, x))
 
-    def _support_loss(self, structure: torch.Tensor, x_support: torch.Tensor, y_support: torch.Tensor):
+    def _support_loss(self, structure: torch.Tensor, x_support: torch.Tensor, y_support: torch.Tensor
+                      ) -> Callable[[Params], torch.Tensor]:
         def support_loss(p: Params) -> torch.Tensor:
             return losses.loss(self._forward(p, structure, x_support), y_support)
 

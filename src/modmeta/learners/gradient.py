@@ -20,7 +20,7 @@ aliases choosing these values; any other combination is one constructor call::
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -102,7 +102,8 @@ class GradientLearner(Learner):
         """``θ_0 = φ``: the model's parameters read from ``psi``."""
         return {n[len("model."):]: p for n, p in psi.items() if n.startswith("model.")}
 
-    def objective(self, x_support: torch.Tensor, y_support: torch.Tensor, psi: Params):
+    def objective(self, x_support: torch.Tensor, y_support: torch.Tensor, psi: Params
+                  ) -> Callable[[Params], torch.Tensor]:
         """``θ ↦ L^support(θ) (+ Σ_n (Λ_n/2) ‖θ_n − φ_n‖²)`` of one task, ``φ`` and ``Λ`` from ``psi``."""
 
         def support_loss(theta: Params) -> torch.Tensor:
