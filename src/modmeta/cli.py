@@ -22,7 +22,7 @@ import yaml
 
 from modmeta import config, phases, plot, registry, seeds, structures
 from modmeta.evaluate import Evaluation, evaluate
-from modmeta.train import checkpoint
+from modmeta.train import Trainer, checkpoint, files
 
 EXAMPLES = {
     "train": """examples:
@@ -139,21 +139,28 @@ def _train(args: argparse.Namespace) -> int:
     if cfg.phases:
         raise ValueError(f"{args.config} has phases: train them in turn with `modmeta phases {args.config} --out DIR`")
     out = Path(args.out)
-    if checkpoint.holds_run(out) and not args.resume:
-        raise FileExistsError(f"{out} already holds a run: add --resume to continue it, or choose another --out")
-    run = config.build(cfg)
-    saved = out / "config.yaml"
-    if args.resume and saved.exists():
-        before = config.parse(config.read_yaml(saved.read_text()), source=str(saved))
-        change = _difference(before.to_dict(), run.config.to_dict())
-        if change:
-            raise ValueError(f"the config differs from the one the run in {out} started with ({change}); "
-                             f"resume with the same config and --set values, or train into another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    saved.write_text(yaml.safe_dump(run.config.to_dict(), sort_keys=False))
-    trainer = config.trainer(run, out, progress=not args.quiet)
+    with files.lock(out):
+        files.claim(out, existing_run=args.resume and checkpoint.holds_run(out))
+        if checkpoint.holds_run(out) and not args.resume:
+            raise FileExistsError(f"{out} already holds a run: add --resume to continue it, or choose another --out")
+        run = config.build(cfg)
+        saved = out / "config.yaml"
+        if args.resume and saved.exists():
+            before = config.parse(config.read_yaml(saved.read_text()), source=str(saved))
+            change = checkpoint.differences(before.to_dict(), run.config.to_dict())
+            if change:
+                raise ValueError(f"the config differs from the one the run in {out} started with ({change[0]}); "
+                                 f"resume with the same config and --set values, or train into another --out")
+        else:
+            files.write_atomic(saved, yaml.safe_dump(run.config.to_dict(), sort_keys=False))
+        trainer = config.trainer(run, out, progress=not args.quiet)
+        return _fit(trainer, cfg, out, args.resume)
+
+
+def _fit(trainer: Trainer, cfg: config.Config, out: Path, resume: bool) -> int:
+    """Train to the config's iterations and print what came of it."""
     start = time.perf_counter()
-    trainer.fit(cfg.train.iterations, resume=args.resume)
+    trainer.fit(cfg.train.iterations, resume=resume)
     done = f"trained {cfg.learner.name} to iteration {trainer.iteration} in {time.perf_counter() - start:.0f} s"
     if trainer.best is not None:
         b = trainer.best
@@ -178,7 +185,7 @@ def _eval(args: argparse.Namespace) -> int:
     if modules is not None:
         record["modules"] = modules.to_dict()
     record |= {k: v for k, v in report.items() if k in ("sigma", "inner_rates")}
-    (Path(args.run_dir) / "eval.json").write_text(json.dumps(record) + "\n")
+    files.write_atomic(Path(args.run_dir) / "eval.json", json.dumps(record) + "\n")
     if args.json:
         print(json.dumps(record))
         return 0
@@ -242,7 +249,7 @@ def _seeds(args: argparse.Namespace) -> int:
                                f"to resume")
         folders[seed] = folder
     report = seeds.summarise(folders)
-    (out / "seeds.json").write_text(json.dumps(report, indent=1) + "\n")
+    files.write_atomic(out / "seeds.json", json.dumps(report, indent=1) + "\n")
     print(seeds.table(report))
     print(f"wrote {out / 'seeds.json'}")
     return 0
@@ -251,7 +258,7 @@ def _seeds(args: argparse.Namespace) -> int:
 def _phases(args: argparse.Namespace) -> int:
     out = Path(args.out)
     report = phases.run(config.load(args.config, args.set), out, progress=not args.quiet)
-    (out / "phases.json").write_text(json.dumps(report, indent=1) + "\n")
+    files.write_atomic(out / "phases.json", json.dumps(report, indent=1) + "\n")
     print(phases.table(report))
     print(f"wrote {out / 'phases.json'}")
     return 0
@@ -297,13 +304,15 @@ def _demo(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     for name, label in labels.items():
         folder = out / name
-        if (folder / "config.yaml").exists():
-            shutil.rmtree(folder)  # the demo's own earlier output
-        folder.mkdir(parents=True, exist_ok=True)
-        run = config.build(demo_config(name, args.iterations))
-        (folder / "config.yaml").write_text(yaml.safe_dump(run.config.to_dict(), sort_keys=False))
-        print(f"training {label} ...", file=sys.stderr)
-        config.trainer(run, folder, progress=not args.quiet).fit(args.iterations)
+        with files.lock(folder):
+            files.claim(folder, existing_run=(folder / "config.yaml").exists())
+            for old in folder.iterdir():  # the demo's own earlier output
+                if old.name != files.MARKER:
+                    shutil.rmtree(old) if old.is_dir() else old.unlink()
+            run = config.build(demo_config(name, args.iterations))
+            files.write_atomic(folder / "config.yaml", yaml.safe_dump(run.config.to_dict(), sort_keys=False))
+            print(f"training {label} ...", file=sys.stderr)
+            config.trainer(run, folder, progress=not args.quiet).fit(args.iterations)
         best = config.restore(folder)
         results[label] = evaluate(best.learner, best.tasks.split("test"), episodes=args.episodes, steps=10, seed=0)
         records[label] = plot.read_metrics(folder)
@@ -311,7 +320,7 @@ def _demo(args: argparse.Namespace) -> int:
     figure = plot.adaptation({k: v.curve for k, v in results.items()}, "MSE (test tasks)", out / "adaptation.png",
                              "sine regression, 10 shots: test MSE after k steps")
     curves = plot.learning_curves(records, out / "learning_curves.png")
-    (out / "results.json").write_text(json.dumps({k: v.to_dict() for k, v in results.items()}, indent=1) + "\n")
+    files.write_atomic(out / "results.json", json.dumps({k: v.to_dict() for k, v in results.items()}, indent=1) + "\n")
     print(f"\nMean squared error on {args.episodes} test tasks after k steps of SGD on 10 points "
           f"(lower is better; ± is the 95% confidence interval):\n")
     print(_table(results, steps=(0, 1, 10)))
@@ -400,17 +409,6 @@ def _number(metric: str, mean: float, ci: float) -> str:
     if metric == "accuracy":
         return f"{100 * mean:.2f}% ± {100 * ci:.2f}%"
     return f"{mean:.3f} ± {ci:.3f}"
-
-
-def _difference(a: Any, b: Any, path: str = "") -> str:
-    """The first key path where plain data ``a`` and ``b`` differ, as ``"key: a -> b"``."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        for key in list(a) + [k for k in b if k not in a]:
-            found = _difference(a.get(key), b.get(key), f"{path}.{key}" if path else key)
-            if found:
-                return found
-        return ""
-    return "" if a == b else f"{path}: {a!r} -> {b!r}"
 
 
 def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,

@@ -29,6 +29,7 @@ import difflib
 import inspect
 import re
 import typing
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -93,6 +94,8 @@ class TrainConfig(_Section):
     val_seed: int = 1
     checkpoint_every: int = Field(1000, ge=1)
     log_every: int = Field(100, ge=1)
+    max_loss: float | None = Field(None, gt=0)
+    max_loss_growth: float | None = Field(1e6, gt=0)
 
 
 class EvalConfig(_Section):
@@ -148,16 +151,25 @@ class Run:
 
 def restore(folder: str | Path) -> Run:
     """The run trained into ``folder``: its config rebuilt, with the learner's weights from
-    ``best.pt`` (the best validation) or, without one, from ``last.pt``."""
+    ``best.pt`` (the best validation) or, without a readable one, from the newest good
+    checkpoint (``last.pt``, else ``previous.pt``; a damaged ``best.pt`` is warned about).
+    A checkpoint written under another config than the folder's ``config.yaml`` is refused."""
     folder = Path(folder)
     path = folder / "config.yaml"
     if not path.is_file():
         raise ConfigError(f"{folder} holds no run: there is no {path} (train one with `modmeta train`)")
     run = build(parse(read_yaml(path.read_text()), source=str(path)))
+    found = None
     best = folder / checkpoint.BEST
-    found = (best, checkpoint.load(best)) if best.exists() else checkpoint.latest(folder)
+    if best.exists():
+        try:
+            found = best, checkpoint.load(best)
+        except checkpoint.CheckpointError as e:
+            warnings.warn(f"{e}; using the newest good checkpoint instead", stacklevel=2)
+    found = found or checkpoint.latest(folder)
     if found is None:
         raise ConfigError(f"{folder} holds no checkpoint yet (best.pt, last.pt or previous.pt)")
+    checkpoint.check_config(found[1], run.config.to_dict(), found[0], str(path))
     run.learner.load_state_dict(found[1]["learner"])
     run.checkpoint, run.iteration = found[0], found[1]["iteration"]
     return run
@@ -252,7 +264,7 @@ def trainer(run: Run, out: str | Path | None = None, progress: bool = True) -> T
         run.learner, run.tasks, meta_batch=t.meta_batch, optimizer=t.optimizer, lr=t.lr, seed=t.seed,
         schedule=t.schedule, val_tasks=val, val_every=t.val_every, val_episodes=t.val_episodes,
         val_seed=t.val_seed, out=out, checkpoint_every=t.checkpoint_every, log_every=t.log_every,
-        progress=progress, config=run.config.to_dict(),
+        progress=progress, config=run.config.to_dict(), max_loss=t.max_loss, max_loss_growth=t.max_loss_growth,
     )
 
 

@@ -27,7 +27,7 @@ import yaml
 
 from modmeta import config
 from modmeta.evaluate import evaluate
-from modmeta.train import checkpoint
+from modmeta.train import checkpoint, files
 
 DONE = "phase.json"  # a finished phase's evaluations, written last
 
@@ -63,17 +63,18 @@ def run(cfg: config.Config, out: str | Path, progress: bool = True) -> dict[str,
             previous = folder
             continue
         built = builds[k]  # each phase is built once: its family for the evaluations, its learner here
-        resume = checkpoint.holds_run(folder)
-        if not resume:
-            if previous is not None:
-                built.learner.load_state_dict(checkpoint.load(previous / checkpoint.LAST)["learner"])
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder / "config.yaml").write_text(yaml.safe_dump(built.config.to_dict(), sort_keys=False))
-        config.trainer(built, folder, progress=progress).fit(phase.iterations, resume=resume)
-        e = cfg.eval
-        results[phase.name] = {name: evaluate(built.learner, family, episodes=e.episodes, steps=e.steps,
-                                              seed=e.seed).to_dict() for name, family in families.items()}
-        done.write_text(json.dumps(results[phase.name]) + "\n")
+        with files.lock(folder):
+            resume = checkpoint.holds_run(folder)
+            files.claim(folder, existing_run=resume)
+            if not resume:
+                if previous is not None:
+                    built.learner.load_state_dict(checkpoint.load(previous / checkpoint.LAST)["learner"])
+                files.write_atomic(folder / "config.yaml", yaml.safe_dump(built.config.to_dict(), sort_keys=False))
+            config.trainer(built, folder, progress=progress).fit(phase.iterations, resume=resume)
+            e = cfg.eval
+            results[phase.name] = {name: evaluate(built.learner, family, episodes=e.episodes, steps=e.steps,
+                                                  seed=e.seed).to_dict() for name, family in families.items()}
+            files.write_atomic(done, json.dumps(results[phase.name]) + "\n")
         previous = folder
     return report(results)
 

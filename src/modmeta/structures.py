@@ -22,6 +22,7 @@ from torch.func import functional_call
 
 from modmeta import losses, plot
 from modmeta.tasks.modular import ModularFamily
+from modmeta.train import files
 
 
 class StructureLearner(Protocol):
@@ -209,7 +210,7 @@ def figures(learner: StructureLearner, family: ModularFamily, folder: str | Path
                                          "test tasks: share of each true function's tasks using each module",
                                          ylabel="true function"))
     path = folder / "structures.json"
-    path.write_text(json.dumps(report, indent=1) + "\n")
+    files.write_atomic(path, json.dumps(report, indent=1) + "\n")
     return [*written, path]
 
 

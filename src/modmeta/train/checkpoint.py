@@ -8,30 +8,36 @@ containers: a file crafted to run code is refused.
 
 Writing goes to a temporary file in the same folder, which is flushed to disk and then
 renamed over the target (``os.replace`` is atomic), so a process killed at any instant leaves
-either the old file or the new one, never half of one. :func:`save_rotating` keeps the file it
-replaces as ``previous.pt``.
+either the old file or the new one, never half of one (:func:`modmeta.train.files.write_atomic`).
+:func:`save_rotating` keeps the file it replaces as ``previous.pt``.
+
+Each checkpoint records the resolved config of its run and that config's digest;
+:func:`check_config` refuses a checkpoint written under another config (one copied in from
+another run, say), listing the keys that differ.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import pickle
 import re
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from modmeta.train import files
+
 MAGIC = b"MODMETA-CHECKPOINT"
 VERSION = 1
 LAST = "last.pt"
 PREVIOUS = "previous.pt"
 BEST = "best.pt"
-DAMAGED = "last.pt.damaged"  # a damaged last.pt, set aside when a run resumes from previous.pt
+DAMAGED = ".damaged"  # the suffix of a damaged checkpoint set aside (last.pt.damaged, best.pt.damaged)
 
 
 class CheckpointError(ValueError):
@@ -46,21 +52,9 @@ def encode(payload: bytes) -> bytes:
 
 def save(state: dict[str, Any], path: str | Path) -> None:
     """Write ``state`` to ``path`` atomically: the file is either the old one or the new one."""
-    path = Path(path)
     buffer = io.BytesIO()
     torch.save(state, buffer)
-    data = encode(buffer.getvalue())
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _sync_folder(path.parent)
+    files.write_atomic(path, encode(buffer.getvalue()))
 
 
 def save_rotating(state: dict[str, Any], folder: str | Path) -> Path:
@@ -147,20 +141,49 @@ def latest(folder: str | Path) -> tuple[Path, dict[str, Any]] | None:
     return None
 
 
+def set_aside(path: str | Path) -> Path:
+    """Rename the damaged checkpoint ``path`` out of the rotation (``best.pt`` to
+    ``best.pt.damaged``), kept for inspection; returns the new path."""
+    path = Path(path)
+    aside = path.with_name(path.name + DAMAGED)
+    os.replace(path, aside)
+    return aside
+
+
 def holds_run(folder: str | Path) -> bool:
     """Whether ``folder`` already holds checkpoints of a run."""
     return any((Path(folder) / name).exists() for name in (LAST, PREVIOUS, BEST))
 
 
-def _sync_folder(folder: Path) -> None:
-    """Flush the folder entry of a rename to disk (POSIX; a no-op where folders cannot be opened)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
+def config_digest(config: dict[str, Any] | None) -> str | None:
+    """The sha256 of a run's resolved config (plain data), as each checkpoint records it."""
+    if config is None:
+        return None
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
+
+
+def check_config(state: dict[str, Any], config: dict[str, Any] | None, path: str | Path, against: str) -> None:
+    """Refuse the checkpoint ``state`` read from ``path`` if it was written under another config
+    than ``config`` (described as ``against``): the error lists the differing keys. Keys the
+    checkpoint does not record (settings added by a later modmeta) are not compared."""
+    stored = state.get("config")
+    if config is None or stored is None:
         return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    digest = state.get("config_digest") or config_digest(stored)
+    if digest == config_digest(config):
+        return
+    found = differences(stored, config, recorded_only=True)
+    if found:
+        shown = "; ".join(found[:4]) + (f"; and {len(found) - 4} more" if len(found) > 4 else "")
+        raise CheckpointError(f"{path} was written by another run: its config differs from {against} ({shown})")
+
+
+def differences(a: Any, b: Any, path: str = "", recorded_only: bool = False) -> list[str]:
+    """Each key path where plain data ``a`` and ``b`` differ, as ``"key: a -> b"``;
+    ``recorded_only`` skips the keys of ``b`` that ``a`` lacks."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        found = []
+        for key in list(a) + [k for k in b if k not in a and not recorded_only]:
+            found += differences(a.get(key), b.get(key), f"{path}.{key}" if path else str(key), recorded_only)
+        return found
+    return [] if a == b else [f"{path}: {a!r} -> {b!r}"]

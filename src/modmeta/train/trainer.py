@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,7 +32,7 @@ from modmeta import losses
 from modmeta.evaluate import Evaluation, evaluate
 from modmeta.learners.base import Learner
 from modmeta.tasks.base import TaskFamily
-from modmeta.train import checkpoint
+from modmeta.train import checkpoint, files
 
 Optimizer = Literal["adam", "sgd"]
 Schedule = Literal["constant", "linear"]
@@ -53,7 +53,12 @@ class Trainer:
     - Every ``log_every`` iterations a line of ``metrics.jsonl``; every ``checkpoint_every``
       iterations (and at the last one) a checkpoint in ``out``. Without ``out`` nothing is
       written.
-    - ``config`` (plain data) is stored in every checkpoint, so a run records its choices.
+    - ``config`` (plain data) is stored in every checkpoint, so a run records its choices;
+      resuming from a checkpoint written under another config is refused.
+    - The run stops with :class:`Diverged` when the loss or the meta-gradient is not finite,
+      when a training loss exceeds ``max_loss`` (off by default), or when it exceeds
+      ``max_loss_growth`` times the lowest logged training loss (a loss that grows without
+      bound but stays finite); ``None`` turns either guard off.
 
     ``seed`` seeds the task generator and the learner's own RNG state.
     """
@@ -76,6 +81,8 @@ class Trainer:
         log_every: int = 100,
         progress: bool = True,
         config: dict[str, Any] | None = None,
+        max_loss: float | None = None,
+        max_loss_growth: float | None = 1e6,
     ) -> None:
         for name, value in (("meta_batch", meta_batch), ("log_every", log_every),
                             ("checkpoint_every", checkpoint_every), ("val_episodes", val_episodes)):
@@ -83,6 +90,9 @@ class Trainer:
                 raise ValueError(f"{name} must be >= 1, got {value}")
         if val_every < 0:
             raise ValueError(f"val_every must be >= 0 (0: no validation), got {val_every}")
+        for name, value in (("max_loss", max_loss), ("max_loss_growth", max_loss_growth)):
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be > 0 (or None: no limit), got {value}")
         if schedule not in ("constant", "linear"):
             raise ValueError(f"schedule must be 'constant' or 'linear', got {schedule!r}")
         self.learner = learner
@@ -100,6 +110,9 @@ class Trainer:
         self.log_every = log_every
         self.progress = progress
         self.config = config
+        self.max_loss = max_loss
+        self.max_loss_growth = max_loss_growth
+        self._lowest_loss: float | None = None  # the lowest logged training loss, for max_loss_growth
         self.generator = torch.Generator().manual_seed(seed)
         self._rng = torch.Generator().manual_seed(seed).get_state()  # torch's default RNG during steps
         self.iteration = 0
@@ -121,24 +134,44 @@ class Trainer:
         """
         if iterations < 1:
             raise ValueError(f"iterations must be >= 1, got {iterations}")
-        if self.out is not None:
-            self.out.mkdir(parents=True, exist_ok=True)
+        if self.out is None:
             if resume:
-                found = checkpoint.latest(self.out)
-                if found is not None:
-                    self.load_state(found[1])
-                    self.last_checkpoint = (found[0], self.iteration)
-                    damaged = self.out / checkpoint.LAST
-                    if found[0] != damaged and damaged.exists():  # keep it out of the rotation
-                        os.replace(damaged, self.out / checkpoint.DAMAGED)
+                raise ValueError("resume needs a run folder (out=...)")
+            return self._fit(iterations)
+        with files.lock(self.out):
+            files.claim(self.out, existing_run=resume and checkpoint.holds_run(self.out))
+            if resume:
+                self._resume()
             elif checkpoint.holds_run(self.out):
                 raise FileExistsError(f"{self.out} already holds a run: resume it, or train into another folder")
             _truncate_log(self.out / METRICS, self.iteration)
-        elif resume:
-            raise ValueError("resume needs a run folder (out=...)")
-        if self.iteration > iterations:
-            raise ValueError(f"the run is already at iteration {self.iteration}, past the {iterations} asked for")
-        log = open(self.out / METRICS, "a", buffering=1) if self.out is not None else None
+            return self._fit(iterations)
+
+    def _resume(self) -> None:
+        """Restore the newest checkpoint of ``out``, after checking it was written by this run;
+        set a damaged ``last.pt`` or ``best.pt`` aside (with a warning for the best)."""
+        found = checkpoint.latest(self.out)
+        if found is not None:
+            checkpoint.check_config(found[1], self.config, found[0], "this run's config")
+            self.load_state(found[1])
+            self.last_checkpoint = (found[0], self.iteration)
+            last = self.out / checkpoint.LAST
+            if found[0] != last and last.exists():  # keep it out of the rotation
+                checkpoint.set_aside(last)
+        best = self.out / checkpoint.BEST
+        if best.exists():
+            try:
+                state = checkpoint.load(best)
+            except checkpoint.CheckpointError as e:
+                aside = checkpoint.set_aside(best)
+                warnings.warn(f"{e}; set it aside as {aside.name}: the next better validation writes a new one, "
+                              f"and until then `modmeta eval` uses the newest checkpoint", stacklevel=3)
+            else:
+                checkpoint.check_config(state, self.config, best, "this run's config")
+
+    def _fit(self, iterations: int) -> Trainer:
+        """The loop of :meth:`fit`, in a folder already locked and prepared."""
+        log = open(self.out / METRICS, "a") if self.out is not None else None  # noqa: SIM115
         board = _tensorboard(self.out, self.iteration)
         bar = tqdm(total=iterations, initial=self.iteration, disable=not self.progress, unit="it",
                    dynamic_ncols=True, file=sys.stderr)
@@ -157,13 +190,12 @@ class Trainer:
                     records.append(self._validate())
                 for r in records:
                     if log is not None:
-                        log.write(json.dumps(r) + "\n")
+                        files.append_line(log, json.dumps(r))
                     if board is not None:
                         for k, v in r.items():
                             if isinstance(v, float):
                                 board.add_scalar(f"{r['split']}/{k}", v, i)
                 if log is not None and (i % self.checkpoint_every == 0 or final):
-                    log.flush()
                     self.save(checkpoint_name=None)
                 bar.update(1)
                 if records:
@@ -192,8 +224,14 @@ class Trainer:
             data = self.learner.draw(self.tasks, self.meta_batch, self.generator).to(param.device, param.dtype)
             stats = self.learner.meta_backward(data)
             self._rng = torch.get_rng_state()
-        if not math.isfinite(stats["loss"]):
-            raise Diverged(self._divergence(f"the loss became {stats['loss']}"))
+        loss = stats["loss"]
+        if not math.isfinite(loss):
+            raise Diverged(_data_problem(data) or self._divergence(f"the loss became {loss}"))
+        if self.max_loss is not None and loss > self.max_loss:
+            raise Diverged(self._divergence(f"the loss grew to {loss:.4g}, past train.max_loss={self.max_loss:g}"))
+        if self.max_loss_growth is not None and self._lowest_loss and loss > self.max_loss_growth * self._lowest_loss:
+            raise Diverged(self._divergence(f"the loss grew to {loss:.4g}, over {self.max_loss_growth:g} times "
+                                            f"the lowest logged loss {self._lowest_loss:.4g}"))
         for name, p in self.learner.named_parameters():
             if p.grad is not None and not torch.isfinite(p.grad).all():
                 raise Diverged(self._divergence(f"the meta-gradient of {name} became non-finite"))
@@ -216,6 +254,8 @@ class Trainer:
         n = window.pop("steps")
         mean = {k: v / n for k, v in window.items()}
         self._loss = mean["loss"]
+        if self._loss > 0:
+            self._lowest_loss = min(self._loss, self._lowest_loss or math.inf)
         return {"iteration": self.iteration, "split": "train", "loss": mean.pop("loss"),
                 self._metric_name: mean.pop("metric"), "lr": self.optimizer.param_groups[0]["lr"], **mean}
 
@@ -253,7 +293,9 @@ class Trainer:
             "best": self.best,
             "window": dict(self._window),
             "metric_name": self._metric_name,
+            "lowest_loss": self._lowest_loss,
             "config": self.config,
+            "config_digest": checkpoint.config_digest(self.config),
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -271,6 +313,7 @@ class Trainer:
             window = dict(zip(("loss", "metric", "steps"), window)) if window[2] else {}
         self._window = dict(window)
         self._metric_name = state["metric_name"]
+        self._lowest_loss = state.get("lowest_loss")  # absent from checkpoints before 0.3
 
     def save(self, checkpoint_name: str | None) -> Path:
         """Write a checkpoint into ``out``: ``last.pt`` (rotating) or the given file name."""
@@ -283,6 +326,16 @@ class Trainer:
         path = self.out / checkpoint_name
         checkpoint.save(self.state(), path)
         return path
+
+
+def _data_problem(data: Any) -> str | None:
+    """The sentence naming a non-finite tensor of a meta-batch, or ``None`` when all are finite."""
+    for name, value in vars(data).items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not torch.isfinite(value).all():
+            count = int((~torch.isfinite(value)).sum())
+            return (f"the loss is not finite because the task data are not: {name} holds {count} non-finite "
+                    f"values (NaN or inf); check the data set (x and y arrays, or the task family's arguments)")
+    return None
 
 
 def _make_optimizer(name: str, learner: Learner, lr: float) -> torch.optim.Optimizer:
@@ -306,7 +359,7 @@ def _truncate_log(path: Path, iteration: int) -> None:
         if record["iteration"] > iteration:
             break
         keep.append(line + "\n")
-    path.write_text("".join(keep))
+    files.write_atomic(path, "".join(keep))
 
 
 def _tensorboard(out: Path | None, iteration: int) -> Any:
