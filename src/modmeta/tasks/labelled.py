@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -27,6 +28,14 @@ class ClassificationFamily(TaskFamily):
     Every class must hold at least ``shots + queries`` examples; the check runs here, when
     the family is built, and names the class and the counts.
 
+    The arrays are checked here too, so bad data fails on load rather than as a NaN loss or an
+    index error in the middle of training: ``x`` must hold real numbers, at least two
+    dimensions (examples × features) and no NaN or inf; ``y`` one class id per example, 1-D,
+    of an integer dtype and ``>= 0``. Floating-point labels are refused even when every value
+    is a whole number (a float array given as labels is more often a feature column or a
+    regression target than class ids): convert them, e.g. ``y.astype(np.int64)``. Each error
+    is one line giving how many values are wrong and the first example holding one.
+
     ``splits`` maps ``"train"``, ``"val"`` and ``"test"`` (any of them) to disjoint lists of
     class labels, e.g. from ``split_classes``; the family draws from ``splits[split]`` and
     ``split(name)`` gives the same family on another split. Without ``splits`` every class
@@ -47,17 +56,8 @@ class ClassificationFamily(TaskFamily):
         split: str = "train",
         rotated_repeats: bool = True,
     ) -> None:
-        x = torch.as_tensor(x)
-        y = torch.as_tensor(y)
-        if x.shape[0] == 0:
-            raise ValueError("the data set is empty: x has no examples")
-        if y.dim() != 1 or y.shape[0] != x.shape[0]:
-            raise ValueError(
-                f"labels must be one per example: x has {x.shape[0]} examples, "
-                f"y has shape {tuple(y.shape)}"
-            )
-        if y.is_floating_point():
-            raise ValueError("labels must be integers (class ids), got a floating-point y")
+        x = _examples(x)
+        y = _class_ids(y, x.shape[0])
         if ways < 1 or shots < 1 or queries < 1:
             raise ValueError(f"ways, shots and queries must be >= 1, got {ways}, {shots}, {queries}")
         if rotations not in (1, 2, 4):
@@ -199,18 +199,33 @@ class ClassificationFamily(TaskFamily):
 
         ``val`` and ``test`` (fractions below 1, or class counts) hold classes out as those
         splits, chosen by ``split_classes`` with ``split_seed``; the family returned is on ``split``.
+
+        The file is read without unpickling (``allow_pickle=False``): a file that is not an
+        ``.npz`` archive (text, a lone ``.npy`` array, a damaged zip) or an array that cannot be
+        read raises ``ValueError`` naming the file and how to save one; a missing array raises
+        ``KeyError`` naming the arrays the file holds. The arrays are then checked as the
+        constructor checks them.
         """
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no .npz file at {path}")
-        with np.load(path, allow_pickle=False) as data:
+        how = f"save the arrays with numpy.savez(path, {x_key}=examples, {y_key}=labels)"
+        try:
+            data = np.load(path, allow_pickle=False)
+        except (ValueError, EOFError, zipfile.BadZipFile):
+            # numpy's message for a file it cannot place advises unpickling it, which is
+            # wrong here and unsafe on a file of unknown origin, so it is not passed on.
+            raise ValueError(f"{path} is not an .npz archive (numpy cannot read it as one); {how}") from None
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise ValueError(f"{path} holds a single .npy array, not an .npz archive of named arrays; {how}")
+        with data:
             missing = [k for k in (x_key, y_key) if k not in data.files]
             if missing:
                 raise KeyError(
                     f"{path} has no array named {missing[0]!r}; it holds {sorted(data.files)}: "
                     f"name the right ones (x_key, y_key)"
                 )
-            x, y = data[x_key], data[y_key]
+            x, y = (_npz_array(data, key, path, how) for key in (x_key, y_key))
         splits = split_classes(y, val=val, test=test, seed=split_seed) if val or test else None
         return cls(x, y, ways, shots, queries, rotations=rotations, splits=splits, split=split)
 
@@ -224,9 +239,9 @@ def split_classes(
     class when non-zero) or class counts otherwise. The classes are sorted, then permuted by
     a ``torch.Generator`` seeded with ``seed``: val takes the first ones, test the next, train
     the rest, so the same labels and seed give the same splits. Each list is sorted; a split
-    of no classes (``val=0``) is left out.
+    of no classes (``val=0``) is left out. ``y`` is checked as ``ClassificationFamily`` checks it.
     """
-    labels = sorted(set(torch.as_tensor(y).tolist()))
+    labels = sorted(set(_class_ids(y).tolist()))
     counts = {}
     for name, share in (("val", val), ("test", test)):
         if share < 0 or (share >= 1 and share != int(share)):
@@ -242,6 +257,95 @@ def split_classes(
     v, t = counts["val"], counts["val"] + counts["test"]
     splits = {"train": sorted(shuffled[t:]), "val": sorted(shuffled[:v]), "test": sorted(shuffled[v:t])}
     return {name: chosen for name, chosen in splits.items() if chosen}
+
+
+def _npz_array(data: np.lib.npyio.NpzFile, key: str, path: Path, how: str) -> np.ndarray:
+    """Array ``key`` of ``data`` (read from ``path``), or a one-line ``ValueError`` saying why not."""
+    try:
+        array = data[key]
+    except (EOFError, zipfile.BadZipFile) as e:
+        raise ValueError(f"{path}: array {key!r} is damaged ({e}); {how}") from None
+    except ValueError:  # numpy's message here would point at allow_pickle=True, which is unsafe
+        raise ValueError(
+            f"{path}: array {key!r} cannot be read: it holds Python objects (stored pickled, which "
+            f"is never loaded) or its header is damaged; {how}"
+        ) from None
+    if not isinstance(array, np.ndarray):  # a zip member that is not in .npy format
+        raise ValueError(f"{path}: {key!r} is not a numpy array (not in .npy format); {how}")
+    return array
+
+
+def _numbers(name: str, a: torch.Tensor | np.ndarray | Sequence) -> torch.Tensor:
+    """``a`` as a tensor, refusing strings, Python objects and complex numbers."""
+    if not isinstance(a, torch.Tensor):
+        a = np.asarray(a)
+        if a.dtype.kind not in "biuf":
+            raise ValueError(f"{name} must hold real numbers, got an array of dtype {a.dtype}")
+        a = torch.as_tensor(a)
+    if a.is_complex():
+        raise ValueError(f"{name} must hold real numbers, got dtype {a.dtype}")
+    return a
+
+
+def _examples(x: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """``x`` as a tensor, checked to be ``[examples, features...]``, non-empty and finite."""
+    x = _numbers("x", x)
+    if x.dim() < 2:
+        raise ValueError(
+            f"x must have at least 2 dimensions (examples × features), got shape {tuple(x.shape)}; "
+            f"for one feature per example pass x[:, None]"
+        )
+    if x.shape[0] == 0:
+        raise ValueError(f"the data set is empty: x of shape {tuple(x.shape)} has no examples")
+    if x[0].numel() == 0:
+        raise ValueError(f"x of shape {tuple(x.shape)} holds no values in its examples")
+    if x.is_floating_point():
+        bad = ~torch.isfinite(x)
+        if bad.any():
+            raise ValueError(
+                f"x holds {_count(int(bad.sum()), 'non-finite value')} (NaN or inf); "
+                f"the first at example {_first_example(bad)}"
+            )
+    return x
+
+
+def _class_ids(y: torch.Tensor | np.ndarray | Sequence[int], examples: int | None = None) -> torch.Tensor:
+    """``y`` as int64, checked to be 1-D integer class ids ``>= 0`` (``examples`` of them, if given)."""
+    y = _numbers("y", y)
+    if y.dim() != 1:
+        raise ValueError(f"labels y must be 1-D (one class id per example), got shape {tuple(y.shape)}")
+    if examples is not None and y.shape[0] != examples:
+        raise ValueError(f"y has {_count(y.shape[0], 'label')} but x has {examples} examples: give one per example")
+    if y.is_floating_point():
+        bad = ~(torch.isfinite(y) & (y == y.round()))
+        if bad.any():
+            raise ValueError(
+                f"labels y must be integer class ids: y holds {_count(int(bad.sum()), 'non-integer label')} "
+                f"(fractions, NaN or inf); the first at example {_first_example(bad)} ({y[bad][0].item()})"
+            )
+        raise ValueError(
+            f"labels y must have an integer dtype, got {y.dtype}; its values are whole numbers, "
+            f"so convert them, e.g. y.astype(np.int64) or y.long()"
+        )
+    if y.dtype == torch.bool:
+        raise ValueError("labels y must be integer class ids, got dtype torch.bool")
+    negative = y < 0
+    if negative.any():
+        raise ValueError(
+            f"class ids must be >= 0: y holds {_count(int(negative.sum()), 'negative label')}; "
+            f"the first at example {_first_example(negative)} ({y[negative][0].item()})"
+        )
+    return y.long()
+
+
+def _first_example(mask: torch.Tensor) -> int:
+    """Index along the first axis of the first example in which ``mask`` marks anything."""
+    return int(mask.reshape(mask.shape[0], -1).any(1).nonzero()[0, 0])
+
+
+def _count(n: int, noun: str) -> str:
+    """``"1 label"``, ``"12 labels"``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _group_by_label(y: torch.Tensor) -> dict[int, torch.Tensor]:

@@ -4,11 +4,13 @@ The images are read straight from the two official archives, ``images_background
 (30 alphabets, 964 characters) and ``images_evaluation.zip`` (20 alphabets, 659
 characters), after checking them against known digests. Decoding 32,460 PNGs takes
 seconds, so the decoded arrays are cached on disk (keyed by the archives' sha256 and the
-image size) and shared within a process.
+image size, and stored with a sha256 of the arrays that is checked on every read) and shared
+within a process.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import os
@@ -162,7 +164,10 @@ def load_omniglot(
     grayscale, resized with Lanczos filtering and inverted so strokes are bright. The result is
     kept in this process and, when ``cache`` is true, in a ``.npz`` file in
     ``default_cache_dir()`` (or in the folder ``cache`` names) keyed by the archives' sha256,
-    so a later load reads one file instead of decoding 32,460 PNGs.
+    so a later load reads one file instead of decoding 32,460 PNGs. The file also holds a
+    sha256 of its arrays; a cache file that fails that check (damaged, edited, or written
+    before the digest was stored) or cannot be read is reported with a warning, and the
+    archives are decoded again and the file rewritten.
     """
     if image_size < 1:
         raise ValueError(f"image_size must be a positive number of pixels, got {image_size}")
@@ -311,16 +316,45 @@ def _decode(path: Path, image_size: int) -> OmniglotCharacters:
     )
 
 
+def _cache_arrays(chars: OmniglotCharacters) -> dict[str, np.ndarray]:
+    """The arrays a cache file holds for ``chars``, by name (its digest aside)."""
+    return {
+        "images": chars.images, "alphabets": np.array(chars.alphabets),
+        "names": np.array(chars.names), "background": chars.background,
+    }
+
+
+def _digest(arrays: Mapping[str, np.ndarray]) -> str:
+    """Hex sha256 of ``arrays``: each one's name, dtype, shape and bytes, in name order."""
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = arrays[name]
+        h.update(f"{name} {a.dtype.str} {a.shape}\n".encode())
+        h.update(np.ascontiguousarray(a).reshape(-1).view(np.uint8))
+    return h.hexdigest()
+
+
 def _read_cache(file: Path, image_size: int) -> OmniglotCharacters | None:
-    """The arrays cached in ``file``, or ``None`` (with a warning) if it cannot be used."""
+    """The arrays cached in ``file``, or ``None`` (with a warning) if it cannot be used.
+
+    Unusable means unreadable, of the wrong shapes, without the sha256 digest of its arrays
+    (a file written before the digest was stored) or with arrays that do not match it, as
+    when images were zeroed or the file damaged: a zip's own CRCs do not catch a file that
+    was rewritten, and training on blank images would otherwise go unnoticed.
+    """
     try:
         with np.load(file, allow_pickle=False) as data:
-            chars = OmniglotCharacters(
-                images=data["images"],
-                alphabets=tuple(data["alphabets"].tolist()),
-                names=tuple(data["names"].tolist()),
-                background=data["background"],
-            )
+            if "digest" not in data.files:
+                raise ValueError("it holds no digest of its arrays, so an older modmeta wrote it")
+            arrays = {name: data[name] for name in ("images", "alphabets", "names", "background")}
+            if str(data["digest"]) != _digest(arrays):
+                raise ValueError("its arrays do not match the sha256 digest stored with them")
+        chars = OmniglotCharacters(
+            images=arrays["images"],
+            alphabets=tuple(arrays["alphabets"].tolist()),
+            names=tuple(arrays["names"].tolist()),
+            background=arrays["background"],
+        )
         n = len(chars.alphabets)
         if chars.images.shape != (n, DRAWINGS, image_size, image_size) or chars.images.dtype != np.uint8:
             raise ValueError(f"images of shape {chars.images.shape} and dtype {chars.images.dtype}")
@@ -335,16 +369,14 @@ def _read_cache(file: Path, image_size: int) -> OmniglotCharacters | None:
 
 
 def _write_cache(file: Path, chars: OmniglotCharacters) -> None:
-    """Save ``chars`` to ``file`` atomically (temporary file, then rename); warn if impossible."""
+    """Save ``chars`` and its digest to ``file`` atomically (temporary file, then rename); warn if impossible."""
     try:
         file.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{file.stem}.", suffix=".npz.part", dir=file.parent)
         try:
+            arrays = _cache_arrays(chars)
             with os.fdopen(fd, "wb") as f:
-                np.savez(
-                    f, images=chars.images, alphabets=np.array(chars.alphabets),
-                    names=np.array(chars.names), background=chars.background,
-                )
+                np.savez(f, **arrays, digest=np.array(_digest(arrays)))
             os.chmod(tmp, 0o644)
             os.replace(tmp, file)
         finally:
