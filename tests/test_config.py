@@ -110,3 +110,20 @@ def test_shipped_configs_are_valid_and_sinusoid_ones_train(path, tmp_path):
     run = config.build(config.load(path, small))
     trainer = config.trainer(run, tmp_path, progress=False).fit(2)
     assert trainer.iteration == 2 and trainer.best is not None
+
+
+def test_a_key_given_twice_is_refused_with_both_lines(tmp_path):
+    path = tmp_path / "twice.yaml"
+    path.write_text("tasks: {name: sinusoid}\nmodel: {name: mlp}\nlearner: {name: maml}\n"
+                    "train: {iterations: 3}\ntrain: {iterations: 4}\n")
+    with pytest.raises(config.ConfigError) as e:
+        config.load(path)
+    assert str(e.value) == (f"{path} is not valid YAML at line 5, column 1: the key 'train' is given twice "
+                            f"(first at line 4)")
+
+
+@pytest.mark.parametrize("value", ["true", "1.5", "ten", "'10'"])
+def test_training_integers_are_integers_not_booleans_fractions_or_text(value):
+    with pytest.raises(config.ConfigError, match=r"train.iterations: Input should be a valid integer"):
+        config.load("configs/sinusoid-maml.yaml", [f"train.iterations={value}"])
+    assert config.load("configs/sinusoid-maml.yaml", ["train.lr=1"]).train.lr == 1.0  # an integer is a number

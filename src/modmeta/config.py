@@ -49,7 +49,19 @@ INFERRED = ("out", "in_features", "in_channels", "image_size")
 
 
 class _Loader(yaml.SafeLoader):
-    """YAML's safe loader, also reading ``1e-3`` (no dot) as a number, as YAML 1.2 does."""
+    """YAML's safe loader, also reading ``1e-3`` (no dot) as a number, as YAML 1.2 does, and
+    refusing a key given twice in one mapping (plain YAML silently keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, yaml.Node] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {key!r} is given twice (first at line {seen[key].start_mark.line + 1})",
+                    key_node.start_mark)
+            seen[key] = key_node
+        return super().construct_mapping(node, deep=deep)
 
 
 _Loader.add_implicit_resolver(
@@ -66,7 +78,8 @@ class ConfigError(ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: a boolean is not an integer (train.iterations=true), nor 1.5 or "10"
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class Component(BaseModel):
