@@ -127,3 +127,11 @@ def test_training_integers_are_integers_not_booleans_fractions_or_text(value):
     with pytest.raises(config.ConfigError, match=r"train.iterations: Input should be a valid integer"):
         config.load("configs/sinusoid-maml.yaml", [f"train.iterations={value}"])
     assert config.load("configs/sinusoid-maml.yaml", ["train.lr=1"]).train.lr == 1.0  # an integer is a number
+
+
+def test_a_binary_file_given_as_config_is_refused_with_its_name(tmp_path):
+    path = tmp_path / "weights.pt"
+    path.write_bytes(b"MODMETA\x80\xff\x00binary")
+    with pytest.raises(config.ConfigError) as e:
+        config.load(path)
+    assert str(e.value).startswith(f"{path} is not a YAML config: it is not UTF-8 text (byte 7 is b'\\x80')")

@@ -194,7 +194,10 @@ def load(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Confi
     if not path.is_file():
         raise ConfigError(f"no config file at {path}")
     try:
-        data = read_yaml(path.read_text())
+        data = read_yaml(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path} is not a YAML config: it is not UTF-8 text (byte {e.start} is "
+                          f"{e.object[e.start:e.start + 1]!r}); give a .yaml file such as configs/sinusoid-maml.yaml") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
