@@ -249,3 +249,13 @@ def test_a_divergence_caused_by_non_finite_data_names_the_data():
     assert str(e.value).startswith("the loss is not finite because the task data are not: x_query holds 1 "
                                    "non-finite values")
     assert "learning rate" not in str(e.value)
+
+
+def test_resuming_to_fewer_iterations_than_the_run_has_is_refused(tmp_path):
+    config = write_config(tmp_path)
+    out = tmp_path / "run"
+    assert cli.main(["train", str(config), "--out", str(out), "--quiet"]) == 0
+    trainer = mm.Trainer(mm.learners.MAML(mm.models.MLP(1, 1, (4,)), inner_lr=0.01), mm.tasks.Sinusoid(3, 3),
+                         meta_batch=2, out=out, progress=False)
+    with pytest.raises(ValueError, match="already at iteration 4, past the 2 asked for"):
+        trainer.fit(2, resume=True)

@@ -171,6 +171,8 @@ class Trainer:
 
     def _fit(self, iterations: int) -> Trainer:
         """The loop of :meth:`fit`, in a folder already locked and prepared."""
+        if self.iteration > iterations:
+            raise ValueError(f"the run is already at iteration {self.iteration}, past the {iterations} asked for")
         log = open(self.out / METRICS, "a") if self.out is not None else None  # noqa: SIM115
         board = _tensorboard(self.out, self.iteration)
         bar = tqdm(total=iterations, initial=self.iteration, disable=not self.progress, unit="it",
