@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+import modmeta as mm
 from modmeta import config, registry
+from modmeta.cli import main
 from modmeta.config import ConfigError
 
 CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
@@ -135,3 +137,58 @@ def test_a_binary_file_given_as_config_is_refused_with_its_name(tmp_path):
     with pytest.raises(config.ConfigError) as e:
         config.load(path)
     assert str(e.value).startswith(f"{path} is not a YAML config: it is not UTF-8 text (byte 7 is b'\\x80')")
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("learner.inner_steps", 1.5, "learner.inner_steps: expected an integer, got 1.5 (a number)"),
+    ("learner.inner_steps", True, "learner.inner_steps: expected an integer, got true (a boolean)"),
+    ("tasks.shots", "ten", "tasks.shots: expected an integer, got 'ten' (a string)"),
+    ("learner.inner_lr", "0.1", "learner.inner_lr: expected a number, got '0.1' (a string)"),
+    ("model.hidden", 40, "model.hidden: expected a list, each item an integer, got 40 (an integer)"),
+    ("model.hidden", [40, "x"], "model.hidden: expected a list, each item an integer, got [40, x] (a list)"),
+    ("learner.execution", "fast", "learner.execution: expected one of 'auto', 'vmap', 'loop', got 'fast'"),
+    ("learner.first_order", 1, "learner.first_order: expected true or false, got 1 (an integer)"),
+    ("learner.inner", {"name": "adam", "lr": "high"}, "learner.inner.lr: expected a number, got 'high'"),
+])
+def test_component_arguments_are_checked_against_the_constructors_type_hints(key, value, message):
+    with pytest.raises(ConfigError) as e:
+        parse(**{key.replace(".", "__"): value})
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_list_of_names_is_not_a_single_string_and_python_only_values_are_named():
+    with pytest.raises(ConfigError, match=r"learner.head: expected a list, each item a string, got 'head'"):
+        parse(learner={"name": "anil", "inner_lr": 0.1, "head": "head"})
+    with pytest.raises(ConfigError, match=r"learner.relation: expected a Module \(built in Python, not in a config\)"):
+        parse(learner={"name": "relationnet", "relation": 5})
+    ok = parse(learner={"name": "anil", "inner_lr": 0.1, "head": ["head"]}, learner__inner_lr=1)  # an integer is a number
+    assert ok.learner.kwargs["inner_lr"] == 1
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("learner.inner_lr", -0.1, "learner: the inner rate (inner_lr, or the inner optimizer's lr) must be a finite number > 0, got -0.1"),
+    ("learner.inner_lr", float("nan"), "must be a finite number > 0, got nan"),
+    ("learner.inner", {"name": "sgd", "lr": 0}, "learner.inner: the inner rate"),
+    ("model.hidden", [0], "model.hidden: must hold numbers >= 1, got [0]"),
+    ("tasks.name", "teacher", "tasks: the inputs' range needs low < high"),
+])
+def test_out_of_range_arguments_are_refused_when_built_naming_the_key(key, value, message):
+    cfg = parse(**{key.replace(".", "__"): value}, **({"tasks__low": 3.0} if key == "tasks.name" else {}))
+    with pytest.raises(ConfigError) as e:
+        config.build(cfg)
+    assert message in str(e.value)
+
+
+def test_range_checks_hold_in_python_too():
+    with pytest.raises(ValueError, match="hidden must hold numbers >= 1"):
+        mm.models.MLP(1, 1, hidden=(40, 0))
+    with pytest.raises(ValueError, match="the inner rate"):
+        mm.learners.MAML(mm.models.MLP(1, 1), inner_lr=-0.1)
+    with pytest.raises(ValueError, match="features must be a number >= 1"):
+        mm.learners.MatchingNet(mm.models.Conv4(out=None), features=0)
+
+
+def test_a_config_refused_at_build_leaves_no_run_folder(tmp_path):
+    out = tmp_path / "run"
+    code = main(["train", str(CONFIGS[0].parent / "sinusoid-maml.yaml"), "--out", str(out), "--set", "model.hidden=[0]", "--set", "train.iterations=2"])
+    assert code == 1 and not out.exists()

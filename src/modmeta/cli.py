@@ -139,11 +139,11 @@ def _train(args: argparse.Namespace) -> int:
     if cfg.phases:
         raise ValueError(f"{args.config} has phases: train them in turn with `modmeta phases {args.config} --out DIR`")
     out = Path(args.out)
+    run = config.build(cfg)  # arguments a constructor refuses fail before the folder is made
     with files.lock(out):
         files.claim(out, existing_run=args.resume and checkpoint.holds_run(out))
         if checkpoint.holds_run(out) and not args.resume:
             raise FileExistsError(f"{out} already holds a run: add --resume to continue it, or choose another --out")
-        run = config.build(cfg)
         saved = out / "config.yaml"
         if args.resume and saved.exists():
             before = config.parse(config.read_yaml(saved.read_text()), source=str(saved))

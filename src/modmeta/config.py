@@ -38,7 +38,7 @@ import torch
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from modmeta import registry
+from modmeta import arguments, registry
 from modmeta.learners.base import Learner
 from modmeta.tasks.base import TaskFamily
 from modmeta.train import Trainer, checkpoint
@@ -337,6 +337,10 @@ def _construct(section: str, build: Any, *args: Any, **kwargs: Any) -> Any:
     """``build(*args, **kwargs)``; its errors become one config line naming the section."""
     try:
         return build(*args, **kwargs)
+    except arguments.ArgumentError as e:
+        if e.name in kwargs:  # the key the config gave
+            raise ConfigError(f"{section}.{e.name}: {e.reason}") from None
+        raise ConfigError(f"{section}: {e}") from None
     except (ValueError, TypeError, KeyError, OSError) as e:
         raise ConfigError(f"{section}: {e}") from None
 
@@ -380,6 +384,11 @@ def _check_component(component: Component, section: str, table: dict[str, regist
         elif key not in named:
             problems.append(f"{section}.{key}: unknown argument of {section} {component.name!r}"
                             f"{_suggest(key, named, prefix=section + '.')}; it takes {', '.join(named)}")
+    types = arguments.hints(table[component.name].build)
+    for key, value in component.kwargs.items():
+        want = None if key in registry.COMPOSED or key not in types else arguments.mismatch(value, types[key])
+        if want is not None and key in named:
+            problems.append(f"{section}.{key}: expected {want}, got {_shown(value)}")
     auto = INFERRED if section == "model" else ()
     for p in params:
         if (p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
@@ -400,6 +409,17 @@ def _describe(err: dict[str, Any]) -> str:
         return f"{path}: required key missing"
     got = repr(err["input"])
     return f"{path}: {err['msg']} (got {got if len(got) <= 60 else got[:57] + '...'})"
+
+
+def _shown(value: Any) -> str:
+    """A config value as its YAML reads, with its kind: ``true (a boolean)``, ``'ten' (a string)``."""
+    kinds = {bool: "a boolean", str: "a string", float: "a number", int: "an integer", list: "a list",
+             dict: "a mapping", type(None): "null"}
+    text = yaml.safe_dump(value, default_flow_style=True, width=10**6).strip().removesuffix("...").strip()
+    text = repr(value) if isinstance(value, str) else text
+    text = text if len(text) <= 60 else text[:57] + "..."
+    kind = kinds.get(type(value))
+    return f"{text} ({kind})" if kind and kind != "null" else text
 
 
 def _fields_at(model: type[BaseModel], loc: list[str]) -> list[str]:

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 from torch.func import grad
 
+from modmeta.arguments import positive
 from modmeta.models.functional import Params
 
 Mode = Literal["fixed", "per_parameter", "per_layer_per_step"]
@@ -142,6 +143,7 @@ class InnerRates(nn.Module, Transform):
             raise ValueError(
                 f"unknown inner-rate mode {mode!r}: use 'fixed', 'per_parameter' or 'per_layer_per_step'"
             )
+        positive(**{"the inner rate (inner_lr, or the inner optimizer's lr)": init})
         self.mode = mode
         self.lr = float(init)  # the rate, or where learned rates start
         self.alpha = nn.ParameterDict()

@@ -21,6 +21,7 @@ from torch.func import vmap
 
 from modmeta import losses
 from modmeta.adapt.metric import count_ways, logistic_regression
+from modmeta.arguments import at_least
 from modmeta.learners.metric import MetricLearner
 from modmeta.meta.execution import Execution, map_tasks
 from modmeta.tasks.base import TaskFamily
@@ -39,6 +40,8 @@ class LinearHead(MetricLearner):
 
     def __init__(self, model: nn.Module, batch_size: int = 64, l2: float = 0.1, fit_steps: int = 100,
                  execution: Execution = "auto") -> None:
+        at_least(1, batch_size=batch_size, fit_steps=fit_steps)
+        at_least(0, l2=l2)
         head = getattr(model, "head", None)
         if not isinstance(head, nn.Linear):
             raise ValueError(

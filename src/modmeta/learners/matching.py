@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from modmeta.adapt.metric import cosine
+from modmeta.arguments import at_least
 from modmeta.learners.metric import MetricLearner
 from modmeta.meta.execution import Execution
 from modmeta.models.lstm import LSTMCell
@@ -35,6 +36,7 @@ class MatchingNet(MetricLearner):
 
     def __init__(self, model: nn.Module, fce: bool = False, features: int = 64, fce_steps: int = 5,
                  execution: Execution = "auto") -> None:
+        at_least(1, features=features, fce_steps=fce_steps)
         super().__init__(model, execution)
         self.fce = fce
         self.features = features

@@ -7,6 +7,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from modmeta.arguments import at_least
 from modmeta.models.batchnorm import BatchNorm
 
 
@@ -32,6 +33,7 @@ class Conv4(nn.Module):
         downsample: Literal["maxpool", "stride"] = "maxpool",
     ) -> None:
         super().__init__()
+        at_least(1, in_channels=in_channels, hidden=hidden, image_size=image_size, **({} if out is None else {"out": out}))
         if downsample not in ("maxpool", "stride"):
             raise ValueError(f"downsample must be 'maxpool' or 'stride', got {downsample!r}")
         stride = 2 if downsample == "stride" else 1

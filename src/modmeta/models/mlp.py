@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from modmeta.arguments import at_least
+
 
 class MLP(nn.Module):
     """``in -> hidden[0] -> ... -> hidden[-1] -> out`` with ReLU between layers.
@@ -17,6 +19,7 @@ class MLP(nn.Module):
 
     def __init__(self, in_features: int, out: int, hidden: Sequence[int] = (40, 40)) -> None:
         super().__init__()
+        at_least(1, in_features=in_features, out=out, hidden=list(hidden))
         sizes = [in_features, *hidden]
         self.body = nn.Sequential(
             *(m for a, b in zip(sizes[:-1], sizes[1:]) for m in (nn.Linear(a, b), nn.ReLU()))

@@ -33,6 +33,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from modmeta.arguments import at_least
+
 
 class StackedMLPs(nn.Module):
     """``count`` ReLU MLPs of the same layer sizes, weights stacked as ``[count, out, in]``."""
@@ -76,6 +78,7 @@ class ModuleLibrary(nn.Module):
     def __init__(self, in_features: int, out: int,
                  types: Sequence[tuple[int, Sequence[int]]] = ((10, (16, 16)), (10, (16,)))) -> None:
         super().__init__()
+        at_least(1, in_features=in_features, out=out)
         if not types:
             raise ValueError("a module library needs at least one module type, e.g. [[10, [16, 16]]]")
         self.types = nn.ModuleList(StackedMLPs(int(count), [in_features, *hidden, out]) for count, hidden in types)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from modmeta.arguments import at_least
 from modmeta.models.batchnorm import BatchNorm
 
 
@@ -26,6 +27,7 @@ class RelationEmbedding(nn.Module):
 
     def __init__(self, in_channels: int = 1, hidden: int = 64) -> None:
         super().__init__()
+        at_least(1, in_channels=in_channels, hidden=hidden)
         self.features = nn.Sequential(
             *_block(in_channels, hidden, 0, True), *_block(hidden, hidden, 0, True),
             *_block(hidden, hidden, 1, False), *_block(hidden, hidden, 1, False),
@@ -44,6 +46,7 @@ class RelationModule(nn.Module):
 
     def __init__(self, channels: int = 64, hidden: int = 8) -> None:
         super().__init__()
+        at_least(1, channels=channels, hidden=hidden)
         self.features = nn.Sequential(*_block(2 * channels, channels, 1, True),
                                       *_block(channels, channels, 1, True))
         self.score = nn.Sequential(nn.Linear(channels, hidden), nn.ReLU(), nn.Linear(hidden, 1),

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 import torch
 
+from modmeta.arguments import at_least
 from modmeta.models.mlp import MLP
 from modmeta.tasks.functions import FunctionFamily
 
@@ -29,6 +30,10 @@ class TeacherFamily(FunctionFamily):
     def __init__(self, layer: int = -1, hidden: Sequence[int] = (40, 40), x_dim: int = 1, shots: int = 10,
                  queries: int = 10, spread: float = 1.0, seed: int = 0, low: float = -2.0,
                  high: float = 2.0, noise: float = 0.0) -> None:
+        at_least(1, x_dim=x_dim, hidden=list(hidden))
+        at_least(0, spread=spread, noise=noise)
+        if not low < high:
+            raise ValueError(f"the inputs' range needs low < high, got low={low}, high={high}")
         sizes = [x_dim, *hidden, 1]
         n_layers = len(sizes) - 1
         if not -n_layers <= layer < n_layers:
