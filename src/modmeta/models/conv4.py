@@ -7,7 +7,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from modmeta.arguments import at_least
+from modmeta.arguments import ArgumentError, at_least
 from modmeta.models.batchnorm import BatchNorm
 
 
@@ -36,6 +36,9 @@ class Conv4(nn.Module):
         at_least(1, in_channels=in_channels, hidden=hidden, image_size=image_size, **({} if out is None else {"out": out}))
         if downsample not in ("maxpool", "stride"):
             raise ValueError(f"downsample must be 'maxpool' or 'stride', got {downsample!r}")
+        if downsample == "maxpool" and image_size < 16:
+            raise ArgumentError("image_size", f"must be >= 16 for four 2x2 max-pools, got {image_size}: "
+                                              f"use downsample 'stride' or larger images")
         stride = 2 if downsample == "stride" else 1
         blocks: list[nn.Module] = []
         for i in range(4):
