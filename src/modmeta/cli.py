@@ -209,25 +209,35 @@ def _eval(args: argparse.Namespace) -> int:
 def _plot(args: argparse.Namespace) -> int:
     folder = Path(args.run_dir)
     records = plot.read_metrics(folder)
-    written = [plot.learning_curves({folder.name: records}, folder / "learning_curves.png")]
+    saved = folder / "config.yaml"
+    heading = plot.run_title(config.read_yaml(saved.read_text()) or {}) if saved.is_file() else folder.name
+    written = []
+    if any(r["split"] == "train" for r in records):
+        written.append(plot.learning_curves({folder.name: records}, folder / "learning_curves.png", heading))
+    else:
+        print(f"no learning_curves.png: {folder}/metrics.jsonl holds no training step yet")
     if any("grad_norm" in r for r in records):
-        written.append(plot.gradient_conflict({folder.name: records}, folder / "gradient_conflict.png"))
+        written.append(plot.gradient_conflict({folder.name: records}, folder / "gradient_conflict.png", heading))
     evaluated = folder / "eval.json"
+    curve = None
     if evaluated.is_file():
         e = json.loads(evaluated.read_text())
         curve, metric, title = e["curve"], e["metric"], f"{e['split']} split, {e['episodes']} episodes"
     else:
         val = [r for r in records if r["split"] == "val"]
-        if not val:
-            print(f"no validation records and no eval.json in {folder}: run `modmeta eval {folder}` "
-                  f"to plot the metric against adaptation steps")
-            curve = None
-        else:
+        if val:
             metric = plot.metric_of(val)
             curve, title = val[-1]["curve"], f"validation at iteration {val[-1]['iteration']}"
-    if curve is not None:
-        written.append(plot.adaptation({folder.name: curve}, metric, folder / "adaptation.png", title))
-    written += _report_figures(folder)
+        else:
+            print(f"no validation records and no eval.json in {folder}: run `modmeta eval {folder}` "
+                  f"to plot the metric against adaptation steps")
+    if curve is not None and len(curve) < 2:
+        print(f"no adaptation.png: the learner is scored without adaptation steps ({title}: "
+              f"{_number(metric, *curve[0])})")
+    elif curve is not None:
+        written.append(plot.adaptation({folder.name: curve}, metric, folder / "adaptation.png",
+                                       f"{heading}\n{metric} after k adaptation steps, {title}"))
+    written += _report_figures(folder, heading)
     for path in written:
         print(f"wrote {path}")
     return 0
@@ -318,8 +328,8 @@ def _demo(args: argparse.Namespace) -> int:
         records[label] = plot.read_metrics(folder)
     seconds = time.perf_counter() - start
     figure = plot.adaptation({k: v.curve for k, v in results.items()}, "MSE (test tasks)", out / "adaptation.png",
-                             "sine regression, 10 shots: test MSE after k steps")
-    curves = plot.learning_curves(records, out / "learning_curves.png")
+                             "MAML and pretrained on sinusoid, 10 shots: test MSE after k steps")
+    curves = plot.learning_curves(records, out / "learning_curves.png", "MAML and pretrained on sinusoid, 10 shots")
     files.write_atomic(out / "results.json", json.dumps({k: v.to_dict() for k, v in results.items()}, indent=1) + "\n")
     print(f"\nMean squared error on {args.episodes} test tasks after k steps of SGD on 10 points "
           f"(lower is better; ± is the 95% confidence interval):\n")
@@ -364,7 +374,7 @@ def _sigma_table(sigmas: dict[str, float]) -> str:
     return "\n".join(["σ per module (large: task-specific, small: shared across tasks):", *rows])
 
 
-def _report_figures(folder: Path) -> list[Path]:
+def _report_figures(folder: Path, heading: str) -> list[Path]:
     """The figures of what the run's learner reports: ``sigma.png`` (σ per module),
     ``inner_rates.png`` (learned rates), and for structures the module-usage heat maps, test
     structures and ``structures.json`` (:func:`modmeta.structures.figures`); the tables on the
@@ -375,7 +385,7 @@ def _report_figures(folder: Path) -> list[Path]:
     report = run.learner.report()
     for text in _report_tables(report):
         print(text)
-    at = f"{run.checkpoint.name} at iteration {run.iteration}"
+    at = f"{heading}, {run.checkpoint.name} at iteration {run.iteration}"
     written = []
     if "sigma" in report:
         title = f"σ per module, {at}\n(large: task-specific, small: shared)"
@@ -383,7 +393,7 @@ def _report_figures(folder: Path) -> list[Path]:
     if "inner_rates" in report:
         written.append(plot.inner_rates(report["inner_rates"], folder / "inner_rates.png", f"learned inner rates, {at}"))
     if "structures" in report:
-        written += structures.figures(run.learner, config.evaluation_tasks(run), folder)
+        written += structures.figures(run.learner, config.evaluation_tasks(run), folder, heading=heading)
     return written
 
 

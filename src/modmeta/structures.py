@@ -166,7 +166,7 @@ def examples(learner: StructureLearner, family: ModularFamily, count: int = 9, s
 
 
 def figures(learner: StructureLearner, family: ModularFamily, folder: str | Path, episodes: int = 100,
-            seed: int = 0) -> list[Path]:
+            seed: int = 0, heading: str = "") -> list[Path]:
     """Draw a modular run's figures into ``folder`` and write ``structures.json``:
 
     - ``module_usage.png``: the meta-training tasks' current structures (the learner's
@@ -177,8 +177,9 @@ def figures(learner: StructureLearner, family: ModularFamily, folder: str | Path
       share of the function's test tasks whose structure uses the module.
 
     ``structures.json`` holds the component match (:func:`component_match`) of both, where
-    the truth is known.
+    the truth is known. ``heading`` (what the run is: learner, task family) opens each title.
     """
+    lead = f"{heading}\n" if heading else ""
     folder = Path(folder)
     k = learner.model.num_modules
     report: dict[str, Any] = {}
@@ -192,7 +193,7 @@ def figures(learner: StructureLearner, family: ModularFamily, folder: str | Path
         order = sorted(range(n), key=lambda i: labels[i])
         written.append(plot.module_usage(usage(learner.structures[:n].cpu(), k)[order].tolist(),
                                          [labels[i] for i in order], folder / "module_usage.png",
-                                         "meta-training tasks: modules in their current structures"))
+                                         f"{lead}meta-training tasks: modules in their current structures"))
         if truth is not None:
             report["train"] = component_match(learner.structures[:n], truth, family.names, k).to_dict()
     test = family.split("test")
@@ -200,15 +201,15 @@ def figures(learner: StructureLearner, family: ModularFamily, folder: str | Path
     labels = _labels(family, found["components"], episodes)
     order = sorted(range(len(labels)), key=lambda i: labels[i])
     written.append(plot.module_usage(usage(found["structures"], k)[order].tolist(), [labels[i] for i in order],
-                                     folder / "test_module_usage.png", f"{episodes} test tasks: searched structures"))
-    written.append(plot.structures(examples(learner, test, seed=seed), folder / "test_structures.png"))
+                                     folder / "test_module_usage.png", f"{lead}{episodes} test tasks: searched structures"))
+    written.append(plot.structures(examples(learner, test, seed=seed), folder / "test_structures.png", heading))
     if found["components"] is not None:
         test_match = component_match(found["structures"], found["components"], family.names, k)
         report["test"] = test_match.to_dict()
-        shares = [[c / max(n, 1) for c in row] for row, n in zip(test_match.counts, test_match.tasks)]
+        shares = [[100 * c / max(n, 1) for c in row] for row, n in zip(test_match.counts, test_match.tasks)]
         written.append(plot.module_usage(shares, family.names, folder / "test_function_modules.png",
-                                         "test tasks: share of each true function's tasks using each module",
-                                         ylabel="true function"))
+                                         f"{lead}test tasks: % of each true function's tasks using each module",
+                                         ylabel="true function", value="% of the function's tasks", group=False))
     path = folder / "structures.json"
     files.write_atomic(path, json.dumps(report, indent=1) + "\n")
     return [*written, path]
