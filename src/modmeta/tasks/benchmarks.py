@@ -11,6 +11,7 @@ papers do, so ``split("val")`` and ``split("test")`` hold classes never trained 
 
 from __future__ import annotations
 
+import codecs
 import io
 import logging
 import pickle
@@ -49,7 +50,8 @@ MINIIMAGENET = Archive(
 )
 """mini-ImageNet as Ren et al. (2018, github.com/renmengye/few-shot-ssl-public) packed it and
 torchmeta (``MiniImagenetClassDataset``: Google Drive id and MD5) downloads it: one pickle per
-split, ``mini-imagenet-cache-{train,val,test}.pkl``, of 84x84 RGB images."""
+split, ``mini-imagenet-cache-{train,val,test}.pkl``, of 84x84 RGB images. Should Google Drive
+answer with a page instead of the file, the check says so: fetch it in a browser then."""
 
 CIFAR100 = Archive(
     "cifar-100-binary.tar.gz",
@@ -243,13 +245,17 @@ class _ArraysOnly(pickle.Unpickler):
     """Unpickles numpy arrays and plain data (dicts, lists, strings, numbers); refuses anything else."""
 
     def find_class(self, module: str, name: str) -> object:
-        if module in ("numpy", "numpy.core.multiarray", "numpy._core.multiarray") and name in _NUMPY_PICKLE:
+        if (module, name) == ("_codecs", "encode"):  # how protocols 0-2 store bytes: a pure function
+            return codecs.encode
+        if module in _NUMPY_MODULES and name in _NUMPY_PICKLE:
             return _NUMPY_PICKLE[name]
         raise pickle.UnpicklingError(f"refusing {module}.{name}: only numpy arrays and plain data are read")
 
 
-_NUMPY_PICKLE = {
-    "_reconstruct": np.ndarray.__reduce__(np.zeros(0))[0],  # numpy's array rebuilder, wherever this numpy keeps it
+_NUMPY_MODULES = ("numpy", "numpy.core.multiarray", "numpy._core.multiarray", "numpy.core.numeric", "numpy._core.numeric")
+_NUMPY_PICKLE = {  # what numpy's pickles of arrays call, found where this numpy keeps it
+    "_reconstruct": np.zeros(0).__reduce__()[0],
+    "_frombuffer": np.zeros(0).__reduce_ex__(5)[0],
     "scalar": np.int64(0).__reduce__()[0],
     "ndarray": np.ndarray,
     "dtype": np.dtype,
