@@ -301,9 +301,18 @@ def test_a_wrong_checksum_is_refused_and_download_fetches_and_caches(
     again = bm.CIFARFS(fresh, ways=2, queries=1, cache=tmp_path / "cache")
     assert len(decoded) == 1, "the second load reads the cache"
     np.testing.assert_array_equal(again.data.images, first.data.images)
-    assert [p.name for p in (tmp_path / "cache").iterdir()] == [
-        f"cifar-100-binary-v1-{hashlib.sha256(fake.read_bytes()).hexdigest()[:12]}.npz"
-    ]
+    cached = tmp_path / "cache" / f"cifar-100-binary-v1-{hashlib.sha256(fake.read_bytes()).hexdigest()[:12]}.npz"
+    assert list((tmp_path / "cache").iterdir()) == [cached]
+    with np.load(cached) as f:  # a valid .npz, digest kept, every image blank
+        arrays = {name: f[name] for name in f.files}
+    np.savez(cached, **(arrays | {"images": np.zeros_like(arrays["images"])}))
+    monkeypatch.setattr(bm, "_MEMO", {})
+    with pytest.warns(UserWarning, match=re.escape(
+        f"ignoring the unusable CIFAR-FS cache {cached} (its arrays do not match the sha256 digest stored with them)"
+    )):
+        rebuilt = bm.CIFARFS(fresh, ways=2, queries=1, cache=tmp_path / "cache")
+    assert len(decoded) == 2
+    np.testing.assert_array_equal(rebuilt.data.images, first.data.images)
 
 
 def test_the_benchmarks_are_registered_and_a_config_builds_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
