@@ -319,7 +319,8 @@ def test_the_benchmarks_are_registered_and_a_config_builds_one(tmp_path: Path, m
     assert {"miniimagenet", "cifarfs", "cub"} <= set(registry.TASKS)
     accept(monkeypatch, "MINIIMAGENET", miniimagenet(tmp_path))
     monkeypatch.setenv("MODMETA_CACHE", str(tmp_path / "cache"))
-    c = config.load(Path(__file__).parents[1] / "configs/miniimagenet-protonet-5w1s.yaml", [f"tasks.root={tmp_path}", "tasks.ways=3", "tasks.queries=2"])
+    path = Path(__file__).parents[1] / "configs/miniimagenet-protonet-5w1s.yaml"
+    c = config.load(path, [f"tasks.root={tmp_path}", "tasks.ways=3", "tasks.queries=2"])
     run = config.build(c)
     assert run.config.model.kwargs["image_size"] == 84 and run.config.model.kwargs["in_channels"] == 3
     assert run.tasks.class_names() == MINI_CLASSES["train"]

@@ -13,6 +13,7 @@ from modmeta.tasks.modular import Compositions, FunctionSums, ModularFamily, Sin
 
 __all__ = [
     "CIFARFS", "CUB", "ClassificationFamily", "Compositions", "CorruptArchiveError", "DatasetExamples", "DownloadError",
-    "Examples", "FunctionFamily", "FunctionSums", "LabelledBatch", "MiniImageNet", "ModularFamily", "Omniglot", "Sines", "Sinusoid", "TaskBatch", "TaskFamily", "TeacherFamily",
+    "Examples", "FunctionFamily", "FunctionSums", "LabelledBatch", "MiniImageNet", "ModularFamily", "Omniglot",
+    "Sines", "Sinusoid", "TaskBatch", "TaskFamily", "TeacherFamily",
     "check_file", "download_url", "load_omniglot", "split_classes", "verify_omniglot",
 ]

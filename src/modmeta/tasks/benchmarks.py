@@ -252,7 +252,9 @@ class _ArraysOnly(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refusing {module}.{name}: only numpy arrays and plain data are read")
 
 
-_NUMPY_MODULES = ("numpy", "numpy.core.multiarray", "numpy._core.multiarray", "numpy.core.numeric", "numpy._core.numeric")
+_NUMPY_MODULES = (
+    "numpy", "numpy.core.multiarray", "numpy._core.multiarray", "numpy.core.numeric", "numpy._core.numeric",
+)
 _NUMPY_PICKLE = {  # what numpy's pickles of arrays call, found where this numpy keeps it
     "_reconstruct": np.zeros(0).__reduce__()[0],
     "_frombuffer": np.zeros(0).__reduce_ex__(5)[0],
@@ -290,7 +292,8 @@ def _decode_cifarfs(path: Path) -> LabelledImages:
         ])
     images = records[:, 2:].reshape(-1, 3, 32, 32)
     per_class = {name: list(images[records[:, 1] == k]) for k, name in enumerate(names)}
-    return _labelled(path, per_class, lambda i, name: "val" if name in CIFARFS_VAL else "test" if name in CIFARFS_TEST else "train")
+    split_of = {**{name: "val" for name in CIFARFS_VAL}, **{name: "test" for name in CIFARFS_TEST}}
+    return _labelled(path, per_class, lambda i, name: split_of.get(name, "train"))
 
 
 def _decode_cub(path: Path, image_size: int) -> LabelledImages:
