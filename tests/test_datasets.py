@@ -101,6 +101,9 @@ def test_a_dataset_item_that_is_not_a_tensor_or_has_no_integer_label_says_what_t
     named.labels = [f"class{i % 3}" for i in range(named.n)]
     with pytest.raises(TypeError, match=r"dataset\[0\] has label 'class0' \(str\): labels must be integer .*target_transform"):
         ClassificationFamily.from_dataset(named, 2, 1, 1)
+    named.targets = named.labels
+    with pytest.raises(ValueError, match=r"^the data set's targets: y must hold real numbers, got an array of dtype <U6$"):
+        ClassificationFamily.from_dataset(named, 2, 1, 1)
     ragged = Pictures(transform=lambda im: to_tensor(im)[:, : 1 + im.getpixel((0, 0)) % 2])
     family = ClassificationFamily.from_dataset(ragged, 2, 1, 1)
     with pytest.raises(ValueError, match=r"dataset\[\d+\] has x of shape \(1, \d, 4\), dataset\[0\] of shape \(1, 1, 4\)"):

@@ -418,9 +418,11 @@ class DatasetExamples(Examples):
             for start in range(0, n, _LABEL_CHUNK):
                 wanted = list(range(start, min(n, start + _LABEL_CHUNK)))
                 targets += [_item_label(i, item) for i, item in zip(wanted, self._read(wanted), strict=True)]
-        elif len(targets) != n:
-            raise ValueError(f"the data set has {n} items but {len(targets)} targets: give one label per item")
-        return _class_ids(torch.as_tensor(targets) if isinstance(targets, list) else targets)
+            return _class_ids(targets)
+        try:
+            return _class_ids(targets, n)
+        except ValueError as e:
+            raise ValueError(f"the data set's targets: {e}") from None
 
     def _read(self, wanted: list[int]) -> list[Any]:
         """The items ``dataset[i]`` for ``i`` in ``wanted``, in that order."""
