@@ -126,7 +126,7 @@ def test_splits_must_be_disjoint_and_large_enough() -> None:
     with pytest.raises(ValueError, match=r"class 3 is in both split 'train' and split 'val'"):
         ClassificationFamily(x, y, 2, 1, 1, splits={"train": [0, 1, 2, 3], "val": [3, 4]})
     with pytest.raises(ValueError, match=r"3-way episodes need at least 3 classes, the data split 'test' has 2"):
-        ClassificationFamily(x, y, 3, 1, 1, splits={"train": [0, 1, 2, 3], "test": [4, 5]})
+        ClassificationFamily(x, y, 3, 1, 1, splits={"train": [0, 1, 2, 3], "test": [4, 5]}).split("test")
     with pytest.raises(ValueError, match="either classes or splits"):
         ClassificationFamily(x, y, 2, 1, 1, classes=[0, 1], splits={"train": [0, 1]})
 

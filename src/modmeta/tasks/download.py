@@ -12,18 +12,21 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import logging
 import os
 import re
 import shutil
 import tempfile
 import urllib.error
 import urllib.request
+import warnings
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 _CHUNK = 1 << 20
+log = logging.getLogger(__name__)
 
 
 class CorruptArchiveError(ValueError):
@@ -224,6 +227,27 @@ def download_url(
         return seen
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def fetch_file(path: str | Path, url: str, accepted: Sequence[Checksum], download: bool = False) -> FileDigest:
+    """Check the file at ``path`` against the ``accepted`` versions and return its digests.
+
+    With ``download``, a file that is missing or fails its check is fetched from ``url``
+    (see ``download_url``: verified, then moved into place), with a warning when a bad file
+    is replaced; otherwise a missing file raises ``FileNotFoundError`` and a bad one
+    ``CorruptArchiveError``, saying what to fetch and where to save it.
+    """
+    path = Path(path)
+    if not download:
+        return check_file(path, accepted, f"Fetch {url} and save it as {path}, or pass download=True to fetch it.")
+    try:
+        return check_file(path, accepted, "")
+    except CorruptArchiveError as e:
+        warnings.warn(f"replacing {path}: it is {e.problem}", stacklevel=3)
+    except FileNotFoundError:
+        pass
+    log.info("downloading %s to %s", url, path)
+    return download_url(url, path, accepted=accepted, advice=f"Fetch {url} by hand and save it as {path}.")
 
 
 def default_cache_dir() -> Path:

@@ -10,16 +10,12 @@ within a process.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
-import os
 import re
-import tempfile
 import time
-import warnings
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -29,14 +25,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from modmeta.tasks.download import (
-    Checksum,
-    CorruptArchiveError,
-    FileDigest,
-    check_file,
-    default_cache_dir,
-    download_url,
-)
+from modmeta.tasks.cache import read_cache, write_cache
+from modmeta.tasks.download import Checksum, FileDigest, default_cache_dir, fetch_file
 from modmeta.tasks.labelled import ClassificationFamily
 
 log = logging.getLogger(__name__)
@@ -132,22 +122,7 @@ def verify_omniglot(
     root = Path(root).expanduser()
     digests = {}
     for name, accepted in OMNIGLOT_ARCHIVES.items():
-        path = root / name
-        url = base_url.rstrip("/") + "/" + name
-        if not download:
-            advice = f"Fetch {url} and save it as {path}, or pass download=True to fetch it."
-            digests[name] = check_file(path, accepted, advice)
-            continue
-        try:
-            digests[name] = check_file(path, accepted, "")
-            continue
-        except CorruptArchiveError as e:
-            warnings.warn(f"replacing {path}: it is {e.problem}", stacklevel=2)
-        except FileNotFoundError:
-            pass
-        log.info("downloading %s to %s", url, path)
-        advice = f"Fetch {url} by hand and save it as {path}."
-        digests[name] = download_url(url, path, accepted=accepted, advice=advice)
+        digests[name] = fetch_file(root / name, base_url.rstrip("/") + "/" + name, accepted, download)
     return digests
 
 
@@ -324,16 +299,6 @@ def _cache_arrays(chars: OmniglotCharacters) -> dict[str, np.ndarray]:
     }
 
 
-def _digest(arrays: Mapping[str, np.ndarray]) -> str:
-    """Hex sha256 of ``arrays``: each one's name, dtype, shape and bytes, in name order."""
-    h = hashlib.sha256()
-    for name in sorted(arrays):
-        a = arrays[name]
-        h.update(f"{name} {a.dtype.str} {a.shape}\n".encode())
-        h.update(np.ascontiguousarray(a).reshape(-1).view(np.uint8))
-    return h.hexdigest()
-
-
 def _read_cache(file: Path, image_size: int) -> OmniglotCharacters | None:
     """The arrays cached in ``file``, or ``None`` (with a warning) if it cannot be used.
 
@@ -342,48 +307,30 @@ def _read_cache(file: Path, image_size: int) -> OmniglotCharacters | None:
     when images were zeroed or the file damaged: a zip's own CRCs do not catch a file that
     was rewritten, and training on blank images would otherwise go unnoticed.
     """
-    try:
-        with np.load(file, allow_pickle=False) as data:
-            if "digest" not in data.files:
-                raise ValueError("it holds no digest of its arrays, so an older modmeta wrote it")
-            arrays = {name: data[name] for name in ("images", "alphabets", "names", "background")}
-            if str(data["digest"]) != _digest(arrays):
-                raise ValueError("its arrays do not match the sha256 digest stored with them")
-        chars = OmniglotCharacters(
-            images=arrays["images"],
-            alphabets=tuple(arrays["alphabets"].tolist()),
-            names=tuple(arrays["names"].tolist()),
-            background=arrays["background"],
-        )
-        n = len(chars.alphabets)
-        if chars.images.shape != (n, DRAWINGS, image_size, image_size) or chars.images.dtype != np.uint8:
-            raise ValueError(f"images of shape {chars.images.shape} and dtype {chars.images.dtype}")
-        if len(chars.names) != n or chars.background.shape != (n,):
-            raise ValueError("the name and archive lists do not match the images")
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as e:
-        warnings.warn(
-            f"ignoring the unusable Omniglot cache {file} ({e}); decoding the archives again", stacklevel=3
-        )
+    arrays = read_cache(file, ("images", "alphabets", "names", "background"), "Omniglot", _check_cached(image_size))
+    if arrays is None:
         return None
-    return chars
+    return OmniglotCharacters(
+        images=arrays["images"],
+        alphabets=tuple(arrays["alphabets"].tolist()),
+        names=tuple(arrays["names"].tolist()),
+        background=arrays["background"],
+    )
+
+
+def _check_cached(image_size: int) -> Callable[[dict[str, np.ndarray]], None]:
+    """A check that cached arrays have the shapes and dtype of ``image_size`` characters."""
+
+    def check(arrays: dict[str, np.ndarray]) -> None:
+        images, n = arrays["images"], len(arrays["alphabets"])
+        if images.shape != (n, DRAWINGS, image_size, image_size) or images.dtype != np.uint8:
+            raise ValueError(f"images of shape {images.shape} and dtype {images.dtype}")
+        if len(arrays["names"]) != n or arrays["background"].shape != (n,):
+            raise ValueError("the name and archive lists do not match the images")
+
+    return check
 
 
 def _write_cache(file: Path, chars: OmniglotCharacters) -> None:
-    """Save ``chars`` and its digest to ``file`` atomically (temporary file, then rename); warn if impossible."""
-    try:
-        file.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{file.stem}.", suffix=".npz.part", dir=file.parent)
-        try:
-            arrays = _cache_arrays(chars)
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays, digest=np.array(_digest(arrays)))
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, file)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
-    except OSError as e:
-        warnings.warn(
-            f"could not cache the decoded Omniglot arrays in {file} ({e}); every new process will "
-            "decode the archives again. Set $MODMETA_CACHE or pass cache= a writable folder.",
-            stacklevel=3,
-        )
+    """Save ``chars`` and its digest to ``file`` atomically; warn if impossible."""
+    write_cache(file, _cache_arrays(chars), "Omniglot")
