@@ -116,6 +116,9 @@ class BounceGrad(Learner):
         self.register_buffer("temperature", torch.tensor(float(temperature)))
         self.register_buffer("accept_rate", torch.tensor(float(accept_start)))
 
+    def schedules(self) -> dict[str, int]:
+        return {"anneal_iterations": self.anneal_iterations}
+
     # -- one task, one structure -----------------------------------------------------------
 
     @property
