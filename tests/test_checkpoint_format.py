@@ -15,10 +15,16 @@ import modmeta as mm
 from modmeta.train import CheckpointError, checkpoint, files
 
 
-def test_a_run_checkpoint_opens_with_torch_load_weights_only(tmp_path: Path) -> None:
+def tiny_trainer(out: Path) -> mm.Trainer:
+    torch.manual_seed(0)
     tasks = mm.tasks.Sinusoid(3, 3)
     learner = mm.learners.MAML(mm.models.MLP(1, 1, (4,)), inner_lr=0.01)
-    mm.Trainer(learner, tasks, meta_batch=2, out=tmp_path, checkpoint_every=2, progress=False).fit(4)
+    return mm.Trainer(learner, tasks, meta_batch=2, val_tasks=tasks.split("val"), val_every=2, val_episodes=2,
+                      out=out, checkpoint_every=2, progress=False)
+
+
+def test_a_run_checkpoint_opens_with_torch_load_weights_only(tmp_path: Path) -> None:
+    tiny_trainer(tmp_path).fit(4)
     for name in ("last.pt", "previous.pt"):
         state = torch.load(tmp_path / name, weights_only=True)
         checked = checkpoint.load(tmp_path / name)
@@ -53,6 +59,20 @@ def test_checkpoints_of_the_earlier_format_load_rotate_and_are_checked(tmp_path:
     (tmp_path / "previous.pt").write_bytes(data[:-1] + b"x")
     with pytest.raises(CheckpointError, match="previous.pt is corrupt: its contents do not match the digest its header"):
         checkpoint.load(tmp_path / "previous.pt")
+
+
+def test_a_run_of_the_earlier_format_resumes_as_if_never_stopped(tmp_path: Path) -> None:
+    whole = tiny_trainer(tmp_path / "whole").fit(6)
+    tiny_trainer(tmp_path / "old").fit(4)
+    for name in ("last.pt", "previous.pt", "best.pt"):  # rewrite the run as the earlier modmeta wrote it
+        path = tmp_path / "old" / name
+        old_format(checkpoint.load(path), path)
+        checkpoint.digest_path(path).unlink()
+    resumed = tiny_trainer(tmp_path / "old").fit(6, resume=True)
+    assert all(torch.equal(v, resumed.learner.state_dict()[k]) for k, v in whole.learner.state_dict().items())
+    assert torch.load(tmp_path / "old" / "last.pt", weights_only=True)["iteration"] == 6
+    assert checkpoint.load(tmp_path / "old" / "previous.pt")["iteration"] == 4
+    assert (tmp_path / "old" / "previous.pt").read_bytes().startswith(b"MODMETA-CHECKPOINT 1 ")  # rotated as it was
 
 
 def test_a_damaged_digest_file_is_reported_by_name(tmp_path: Path) -> None:
