@@ -182,6 +182,7 @@ class GradientLearner(Learner):
 
     def curve(self, batch: TaskBatch, steps: int | None = None) -> torch.Tensor:
         self.check(batch.x_support[0], batch.y_support[0])
+
         def task_curve(xs: torch.Tensor, ys: torch.Tensor, xq: torch.Tensor, yq: torch.Tensor
                        ) -> tuple[torch.Tensor]:
             path = self.trajectory(xs, ys, steps)
