@@ -152,12 +152,14 @@ def test_a_checkpoint_of_another_run_is_refused_by_eval_and_resume(tmp_path, cap
     assert cli.main(["train", str(config), "--out", str(tmp_path / "maml"), "--quiet"]) == 0
     assert cli.main(["train", str(other), "--out", str(tmp_path / "fomaml"), "--quiet"]) == 0
     capsys.readouterr()
-    shutil.copy(tmp_path / "fomaml" / "best.pt", tmp_path / "maml" / "best.pt")
+    for file in ("best.pt", "best.pt.sha256"):  # a checkpoint and its digest file
+        shutil.copy(tmp_path / "fomaml" / file, tmp_path / "maml" / file)
     assert cli.main(["eval", str(tmp_path / "maml")]) == 1
     err = capsys.readouterr().err
     assert "best.pt was written by another run: its config differs from" in err
     assert "learner.name: 'fomaml' -> 'maml'" in err and len(err.strip().splitlines()) == 1
-    shutil.copy(tmp_path / "fomaml" / "last.pt", tmp_path / "maml" / "last.pt")
+    for file in ("last.pt", "last.pt.sha256"):  # a checkpoint and its digest file
+        shutil.copy(tmp_path / "fomaml" / file, tmp_path / "maml" / file)
     assert cli.main(["train", str(config), "--out", str(tmp_path / "maml"), "--resume", "--quiet"]) == 1
     assert "last.pt was written by another run" in capsys.readouterr().err
 

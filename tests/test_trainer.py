@@ -127,8 +127,13 @@ def test_checkpoint_whose_pickle_would_run_code_is_refused(tmp_path):
     target = tmp_path / "ran"
     buffer = io.BytesIO()
     torch.save({"learner": Payload(target)}, buffer)
-    framed = tmp_path / "evil.pt"
-    framed.write_bytes(checkpoint.encode(buffer.getvalue()))  # a valid header and digest
+    evil = tmp_path / "evil.pt"
+    evil.write_bytes(buffer.getvalue())
+    checkpoint.digest_path(evil).write_text(checkpoint.digest_line(buffer.getvalue()))  # a valid digest
+    with pytest.raises(CheckpointError, match="refusing to load .*could run code"):
+        checkpoint.load(evil)
+    framed = tmp_path / "framed.pt"  # the same in the earlier format: a header line with the digest
+    framed.write_bytes(checkpoint.digest_line(buffer.getvalue()).replace(" 2 ", " 1 ").encode() + buffer.getvalue())
     with pytest.raises(CheckpointError, match="refusing to load .*could run code"):
         checkpoint.load(framed)
     bare = tmp_path / "bare.pt"
@@ -136,7 +141,8 @@ def test_checkpoint_whose_pickle_would_run_code_is_refused(tmp_path):
     with pytest.raises(CheckpointError, match="not a modmeta checkpoint"):
         checkpoint.load(bare)
     raw = tmp_path / "raw.pt"
-    raw.write_bytes(checkpoint.encode(pickle.dumps(Payload(target), protocol=2)))
+    raw.write_bytes(pickle.dumps(Payload(target), protocol=2))
+    checkpoint.digest_path(raw).write_text(checkpoint.digest_line(raw.read_bytes()))
     with pytest.raises(CheckpointError):
         checkpoint.load(raw)
     assert not target.exists()
@@ -173,7 +179,7 @@ def test_a_crash_while_writing_leaves_the_old_checkpoint_whole(tmp_path, monkeyp
     with pytest.raises(OSError, match="disk gone"):
         checkpoint.save({"iteration": 2, "x": torch.zeros(3)}, path)
     assert checkpoint.load(path)["iteration"] == 1
-    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary file left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt", "last.pt.sha256"]  # no temporary file left
 
 
 class Exploding(mm.learners.MAML):

@@ -7,6 +7,8 @@ traceback instead.
 from __future__ import annotations
 
 import argparse
+import difflib
+import inspect
 import json
 import shutil
 import sys
@@ -36,7 +38,9 @@ EXAMPLES = {
   modmeta plot runs/sinusoid-maml     # writes runs/sinusoid-maml/learning_curves.png and adaptation.png
   modmeta plot runs/teacher-sigma-imaml   # a shrinkage learner's run adds sigma.png, σ per module""",
     "list": """examples:
-  modmeta list""",
+  modmeta list
+  modmeta list maml        # its arguments with their types and defaults
+  modmeta list implicit    # a value a learner is composed from (learner.outer: {name: implicit, ...})""",
     "seeds": """examples:
   modmeta seeds configs/sinusoid-maml.yaml --out runs/maml-seeds --seeds 0 1 2 3 4 --set train.iterations=5000""",
     "phases": """examples:
@@ -108,7 +112,8 @@ def _parser() -> argparse.ArgumentParser:
     p = command("plot", _plot, "draw a run's learning curves and its metric against adaptation steps")
     p.add_argument("run_dir", metavar="DIR", help="a run folder written by `modmeta train`")
 
-    command("list", _list, "list the learners, task families and models a config can name")
+    p = command("list", _list, "list the learners, task families and models a config can name")
+    p.add_argument("name", nargs="?", help="show this component's arguments, their types and defaults")
 
     p = command("seeds", _seeds, "train one config with several seeds, evaluate each, report the spread")
     p.add_argument("config", help="the YAML config (see configs/)")
@@ -274,16 +279,63 @@ def _phases(args: argparse.Namespace) -> int:
     return 0
 
 
+# What `modmeta list` shows: (title, the kind of one entry, the table).
+LISTED = (("learners", "learner", registry.LEARNERS), ("task families", "task family", registry.TASKS),
+          ("models", "model", registry.MODELS), ("inner optimizers (learner.inner)", "inner optimizer", registry.INNER),
+          ("outer updates (learner.outer)", "outer update", registry.OUTER),
+          ("priors (learner.prior)", "prior", registry.PRIORS),
+          ("aggregations (learner.aggregate)", "aggregation", registry.AGGREGATIONS))
+
+
 def _list(args: argparse.Namespace) -> int:
-    for title, table in (("learners", registry.LEARNERS), ("task families", registry.TASKS),
-                         ("models", registry.MODELS), ("inner optimizers (learner.inner)", registry.INNER),
-                         ("outer updates (learner.outer)", registry.OUTER), ("priors (learner.prior)", registry.PRIORS),
-                         ("aggregations (learner.aggregate)", registry.AGGREGATIONS)):
+    if args.name is not None:
+        print(describe(args.name))
+        return 0
+    for title, _, table in LISTED:
         print(f"{title}:")
         width = max(map(len, table))
         for name, entry in table.items():
             print(f"  {name:<{width}}  {entry.summary}")
     return 0
+
+
+def describe(name: str) -> str:
+    """What ``modmeta list NAME`` prints: for each registered component called ``name`` (a
+    learner and an outer update may share one), its summary and its constructor's arguments
+    with their types and defaults, marking those modmeta fills in. ``ValueError`` with the
+    closest name when there is none."""
+    found = [(kind, table[name]) for _, kind, table in LISTED if name in table]
+    if not found:
+        names = [n for _, _, table in LISTED for n in table]
+        close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise ValueError(f"nothing is called {name!r}{hint} (`modmeta list` shows every name)")
+    blocks = []
+    for kind, entry in found:
+        lines = [f"{name} ({kind}): {entry.summary}"]
+        params = list(inspect.signature(entry.build).parameters.values())
+        width = max((len(p.name) for p in params), default=0)
+        for i, p in enumerate(params):
+            kind_of = "" if p.annotation is p.empty else (
+                p.annotation if isinstance(p.annotation, str) else inspect.formatannotation(p.annotation))
+            default = "required" if p.default is p.empty else f"default {p.default!r}"
+            filled = _filled_by_modmeta(kind, p.name, i)
+            lines.append(f"  {p.name:<{width}}  {kind_of}, {default}" + (f" ({filled})" if filled else ""))
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+def _filled_by_modmeta(kind: str, argument: str, position: int) -> str:
+    """Why a config leaves ``argument`` of a ``kind`` of component out, or ``""``."""
+    if kind == "learner" and position == 0:
+        return "built from the config's model section"
+    if kind == "prior" and position == 0:
+        return "the learner's model parameters"
+    if kind == "model" and argument in config.INFERRED:
+        return "read off the task family when left out"
+    if kind == "task family" and argument == "split":
+        return "modmeta picks the split"
+    return ""
 
 
 def demo_config(learner: str, iterations: int) -> config.Config:

@@ -60,6 +60,11 @@ class Learner(nn.Module, ABC):
         ``{}`` when there is nothing beyond the weights."""
         return {}
 
+    def schedules(self) -> dict[str, int]:
+        """The learner's own schedules by argument name, each a length in training iterations
+        (BounceGrad's ``anneal_iterations``): the Trainer warns when one is longer than the run."""
+        return {}
+
     def divergence_hint(self) -> str:
         """What of this learner's settings to lower when training diverges, e.g. ``"the inner
         one (inner_lr=0.4; sgd(lr=0.4))"``; empty when only the outer rate applies."""

@@ -70,7 +70,7 @@ class ModularState:
 class BounceGrad(Learner):
     """Simulated annealing on each task's structure, gradient descent on the module weights.
 
-    ``model`` is a :class:`modmeta.models.ModularNet`. ``inner_steps`` SGD steps at
+    ``model`` is a :class:`modmeta.models.ModularNet` (the learner trains a copy of it). ``inner_steps`` SGD steps at
     ``inner_lr`` (or steps of ``inner``) fine-tune the selected modules after the meta-test
     search (0: none, as in the paper). ``search_steps`` proposals make one meta-test search;
     ``temperature`` is the initial ``τ``; ``accept_start``, ``accept_end`` and
@@ -97,6 +97,7 @@ class BounceGrad(Learner):
         target_rate(0, accept_start, accept_end, anneal_iterations)  # checks the targets
         if model.num_modules < 2:
             raise ValueError("a structure search needs a library of at least two modules")
+        model = copy.deepcopy(model)  # the learner trains a copy: the user's module is never changed
         self.model = model
         self.inner = copy.deepcopy(sgd(inner_lr) if inner is None else inner).bind(parameters(model),
                                                                                  max(inner_steps, 1))
@@ -114,6 +115,9 @@ class BounceGrad(Learner):
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
         self.register_buffer("temperature", torch.tensor(float(temperature)))
         self.register_buffer("accept_rate", torch.tensor(float(accept_start)))
+
+    def schedules(self) -> dict[str, int]:
+        return {"anneal_iterations": self.anneal_iterations}
 
     # -- one task, one structure -----------------------------------------------------------
 

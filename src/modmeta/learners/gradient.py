@@ -35,8 +35,8 @@ from modmeta.meta import aggregate as aggregation
 from modmeta.meta.aggregate import Aggregation
 from modmeta.meta.execution import Execution, map_tasks, resolve
 from modmeta.meta.outer import OuterUpdate, Task, exact
-from modmeta.models.batchnorm import replace_batchnorm
 from modmeta.models.functional import Params, forward, parameters
+from modmeta.models.safety import check_outputs, check_stateless, functional_copy
 from modmeta.tasks.batch import TaskBatch
 
 
@@ -44,8 +44,10 @@ class GradientLearner(Learner):
     """Adapt by ``inner_steps`` of ``inner`` from the meta-learned parameters; meta-learn by
     ``outer``, the tasks' meta-gradients combined by ``aggregate``.
 
-    ``model`` is any ``nn.Module``; its ``nn.BatchNorm*`` layers are replaced by
-    :class:`modmeta.models.BatchNorm` (batch statistics of each call, no running averages).
+    ``model`` is any ``nn.Module``; the learner trains a copy of it (``model`` itself is never
+    changed) whose ``nn.BatchNorm*`` layers are replaced by :class:`modmeta.models.BatchNorm`
+    (batch statistics of each call, no running averages); layers that cannot be converted
+    exactly are refused (:mod:`modmeta.models.safety`).
     ``inner`` (default ``sgd(0.4)``) and ``prior`` are copied, then bound to the model's
     parameters: learned rates become this learner's submodule ``rates``, and ``prior`` its
     submodule ``shrinkage`` (``σ`` per module), which makes the inner objective MAP under
@@ -68,7 +70,8 @@ class GradientLearner(Learner):
         super().__init__()
         if inner_steps < 0:
             raise ValueError(f"inner_steps must be >= 0, got {inner_steps}")
-        self.model = replace_batchnorm(model)
+        self.model = functional_copy(model)
+        self._width: int | None = None  # the model's output width, read on the first task
         self.inner_steps = inner_steps
         params = parameters(self.model)
         names = list(params)
@@ -87,6 +90,14 @@ class GradientLearner(Learner):
         self.outer = exact() if outer is None else outer
         self.aggregate = aggregation.mean() if aggregate is None else aggregate
         self.execution = resolve(execution, self.model)
+
+    def check(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Before ``torch.func`` runs the model on a task (``x``, ``y``: one task's support set):
+        its forward writes no buffer (checked on the first task) and its output width fits ``y``
+        (one logit per class, or the targets' width); raises ``ValueError`` saying what to change."""
+        if self._width is None:
+            self._width = check_stateless(self.model, x).shape[-1]
+        check_outputs(self._width, y)
 
     # -- one task's inner problem ------------------------------------------------------------
 
@@ -143,6 +154,7 @@ class GradientLearner(Learner):
 
     def adapt(self, x_support: torch.Tensor, y_support: torch.Tensor, steps: int | None = None) -> Params:
         """The task's adapted parameters ``θ'`` after ``steps`` (default: ``inner_steps``)."""
+        self.check(x_support, y_support)
         return self.trajectory(x_support, y_support, steps)[-1]
 
     def predict(self, state: Params, x: torch.Tensor) -> torch.Tensor:
@@ -157,6 +169,7 @@ class GradientLearner(Learner):
 
     def meta_backward(self, batch: TaskBatch) -> dict[str, float]:
         """The aggregated meta-gradient of the batch's tasks into ``.grad``."""
+        self.check(batch.x_support[0], batch.y_support[0])
 
         def task_fn(xs: torch.Tensor, ys: torch.Tensor, xq: torch.Tensor, yq: torch.Tensor
                     ) -> tuple[torch.Tensor, ...]:
@@ -168,6 +181,8 @@ class GradientLearner(Learner):
         return {"loss": task_losses.mean().item(), "metric": metrics.mean().item(), **stats}
 
     def curve(self, batch: TaskBatch, steps: int | None = None) -> torch.Tensor:
+        self.check(batch.x_support[0], batch.y_support[0])
+
         def task_curve(xs: torch.Tensor, ys: torch.Tensor, xq: torch.Tensor, yq: torch.Tensor
                        ) -> tuple[torch.Tensor]:
             path = self.trajectory(xs, ys, steps)

@@ -33,7 +33,7 @@ class LinearHead(MetricLearner):
 
     ``model`` must end in an ``nn.Linear`` called ``head`` with one output per training class,
     e.g. ``Conv4(out=family.num_classes)``; that head becomes the learner's ``classifier``
-    (it is taken out of ``model``, which then returns embeddings). Each training step draws
+    (it is taken out of the learner's copy of ``model``, which then returns embeddings). Each training step draws
     ``batch_size`` examples. The per-episode fit runs ``fit_steps`` gradient steps with
     penalty ``l2``.
     """
@@ -49,7 +49,7 @@ class LinearHead(MetricLearner):
                 "output per training class, e.g. Conv4(out=family.num_classes)"
             )
         super().__init__(model, execution)
-        self.classifier = head
+        self.classifier = self.model.head
         self.model.head = nn.Identity()
         self.batch_size = batch_size
         self.l2 = l2

@@ -31,21 +31,22 @@ from modmeta.learners.base import Learner
 from modmeta.meta import aggregate as aggregation
 from modmeta.meta.aggregate import Aggregation
 from modmeta.meta.execution import Execution, map_tasks, resolve
-from modmeta.models.batchnorm import replace_batchnorm
+from modmeta.models.safety import functional_copy
 from modmeta.tasks.batch import TaskBatch
 
 
 class MetricLearner(Learner):
     """Embed with ``model``; adapt by :meth:`fit`; classify queries by :meth:`predict`.
 
-    ``model`` is any ``nn.Module`` mapping a batch of inputs to a batch of embeddings; its
-    ``nn.BatchNorm*`` layers are replaced by :class:`modmeta.models.BatchNorm`. The tasks'
+    ``model`` is any ``nn.Module`` mapping a batch of inputs to a batch of embeddings; the
+    learner trains a copy of it (``model`` itself is never changed) whose ``nn.BatchNorm*``
+    layers are replaced by :class:`modmeta.models.BatchNorm`. The tasks'
     meta-gradients (of their query losses) are combined by ``aggregate`` (the mean).
     """
 
     def __init__(self, model: nn.Module, execution: Execution = "auto", aggregate: Aggregation | None = None) -> None:
         super().__init__()
-        self.model = replace_batchnorm(model)
+        self.model = functional_copy(model)
         self.execution = resolve(execution, self.model)
         self.aggregate = aggregation.mean() if aggregate is None else aggregate
 

@@ -20,6 +20,7 @@ from modmeta.adapt.metric import class_sums
 from modmeta.learners.metric import MetricLearner
 from modmeta.meta.execution import Execution
 from modmeta.models.relation import RelationModule
+from modmeta.models.safety import functional_copy
 
 
 class RelationNet(MetricLearner):
@@ -27,13 +28,14 @@ class RelationNet(MetricLearner):
 
     ``model`` must return feature maps ``[N, channels, H, W]`` (e.g.
     :class:`modmeta.models.RelationEmbedding`); ``relation`` defaults to the paper's
-    :class:`modmeta.models.RelationModule` with a hidden layer of ``hidden`` units.
+    :class:`modmeta.models.RelationModule` with a hidden layer of ``hidden`` units (a given
+    ``relation`` is copied, as ``model`` is).
     """
 
     def __init__(self, model: nn.Module, channels: int = 64, hidden: int = 8,
                  relation: nn.Module | None = None, execution: Execution = "auto") -> None:
         super().__init__(model, execution)
-        self.relation = RelationModule(channels, hidden) if relation is None else relation
+        self.relation = RelationModule(channels, hidden) if relation is None else functional_copy(relation)
 
     def fit(self, x_support: torch.Tensor, y_support: torch.Tensor, ways: int) -> torch.Tensor:
         """The class maps ``Σ_{i: y_i = k} f_φ(x_i)``, ``[ways, C, H, W]``."""

@@ -41,7 +41,9 @@ def replace_batchnorm(module: nn.Module) -> nn.Module:
     """Swap every ``nn.BatchNorm1d/2d/3d`` in ``module`` for :class:`BatchNorm`, in place.
 
     Affine weights are copied; running statistics are dropped, since meta-learning
-    normalises each task's batch with its own statistics. Returns ``module``.
+    normalises each task's batch with its own statistics. Returns ``module``. Learners call it
+    on a copy of the user's model, after refusing what it cannot convert exactly
+    (:func:`modmeta.models.safety.functional_copy`).
     """
     for name, child in module.named_children():
         if isinstance(child, nn.modules.batchnorm._BatchNorm):

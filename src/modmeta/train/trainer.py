@@ -53,6 +53,8 @@ class Trainer:
     - Every ``log_every`` iterations a line of ``metrics.jsonl``; every ``checkpoint_every``
       iterations (and at the last one) a checkpoint in ``out``. Without ``out`` nothing is
       written.
+    - ``progress``: a progress bar on a terminal; when standard error is not one (a log
+      file), one summary line per log step instead.
     - ``config`` (plain data) is stored in every checkpoint, so a run records its choices;
       resuming from a checkpoint written under another config is refused.
     - The run stops with :class:`Diverged` when the loss or the meta-gradient is not finite,
@@ -134,6 +136,11 @@ class Trainer:
         """
         if iterations < 1:
             raise ValueError(f"iterations must be >= 1, got {iterations}")
+        for name, length in self.learner.schedules().items():
+            if length > iterations:
+                warnings.warn(f"the learner's {name} ({length}) exceeds the run's iterations ({iterations}): its "
+                              f"schedule would stop part-way; set {name} to at most {iterations}, or train longer",
+                              stacklevel=2)
         if self.out is None:
             if resume:
                 raise ValueError("resume needs a run folder (out=...)")
@@ -143,7 +150,8 @@ class Trainer:
             if resume:
                 self._resume()
             elif checkpoint.holds_run(self.out):
-                raise FileExistsError(f"{self.out} already holds a run: resume it, or train into another folder")
+                raise FileExistsError(f"{self.out} already holds a run: continue it with fit(..., resume=True), "
+                                      f"or train into another folder")
             _truncate_log(self.out / METRICS, self.iteration)
             return self._fit(iterations)
 
@@ -175,7 +183,8 @@ class Trainer:
             raise ValueError(f"the run is already at iteration {self.iteration}, past the {iterations} asked for")
         log = open(self.out / METRICS, "a") if self.out is not None else None  # noqa: SIM115
         board = _tensorboard(self.out, self.iteration)
-        bar = tqdm(total=iterations, initial=self.iteration, disable=not self.progress, unit="it",
+        terminal = self.progress and sys.stderr.isatty()  # else one summary line per log step, not a bar
+        bar = tqdm(total=iterations, initial=self.iteration, disable=not terminal, unit="it",
                    dynamic_ncols=True, file=sys.stderr)
         try:
             while self.iteration < iterations:
@@ -202,6 +211,8 @@ class Trainer:
                 bar.update(1)
                 if records:
                     bar.set_postfix(self._postfix(), refresh=False)
+                    if self.progress and not terminal:
+                        print(self._summary(records, iterations), file=sys.stderr, flush=True)
         finally:
             bar.close()
             if log is not None:
@@ -273,6 +284,15 @@ class Trainer:
                 self.save(checkpoint_name=checkpoint.BEST)
         return {"iteration": self.iteration, "split": "val", e.metric: e.mean, "ci95": e.ci95,
                 "episodes": e.episodes, "steps": e.steps, "curve": e.curve}
+
+    def _summary(self, records: list[dict[str, Any]], iterations: int) -> str:
+        """A log step's records as one line, ``iteration 100/1000  loss 0.41  mse 0.41  val mse 0.39``:
+        the progress report when standard error is not a terminal."""
+        parts = [f"iteration {self.iteration}/{iterations}"]
+        for r in records:
+            prefix = "val " if r["split"] == "val" else ""
+            parts += [f"{prefix}{k} {r[k]:.4g}" for k in ("loss", self._metric_name) if k in r]
+        return "  ".join(parts)
 
     def _postfix(self) -> dict[str, str]:
         post = {"loss": f"{self._loss:.4g}"}
