@@ -151,3 +151,10 @@ def test_a_regression_model_of_the_wrong_width_is_refused() -> None:
     batch = sine_batch(1)
     with pytest.raises(ValueError, match=r"outputs 2 values per example but the targets have 1: set the model's out to 1"):
         learner.adapt(batch.x_support[0], batch.y_support[0])
+
+
+def test_feature_maps_are_not_predictions_for_a_gradient_learner() -> None:
+    learner = mm.learners.MAML(mm.models.RelationEmbedding(hidden=4), inner_lr=0.1)
+    family = mm.tasks.ClassificationFamily(torch.rand(48, 1, 28, 28), torch.arange(48) % 6, 3, shots=2, queries=2)
+    with pytest.raises(ValueError, match=r"the model outputs \[4, 5, 5\] per example, not one vector"):
+        learner.meta_backward(family.sample(2, torch.Generator().manual_seed(0)))

@@ -71,7 +71,7 @@ class GradientLearner(Learner):
         if inner_steps < 0:
             raise ValueError(f"inner_steps must be >= 0, got {inner_steps}")
         self.model = functional_copy(model)
-        self._width: int | None = None  # the model's output width, read on the first task
+        self._width: tuple[int, ...] | None = None  # the model's output shape per example, read on the first task
         self.inner_steps = inner_steps
         params = parameters(self.model)
         names = list(params)
@@ -96,7 +96,7 @@ class GradientLearner(Learner):
         its forward writes no buffer (checked on the first task) and its output width fits ``y``
         (one logit per class, or the targets' width); raises ``ValueError`` saying what to change."""
         if self._width is None:
-            self._width = check_stateless(self.model, x).shape[-1]
+            self._width = tuple(check_stateless(self.model, x).shape[1:])
         check_outputs(self._width, y)
 
     # -- one task's inner problem ------------------------------------------------------------

@@ -97,10 +97,18 @@ def check_stateless(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def check_outputs(width: int, y: torch.Tensor) -> None:
-    """Raise ``ValueError`` when a model's output ``width`` does not fit one task's support
-    labels ``y``: one logit per class for class indices (``0 .. ways-1``, every class in the
-    support set), the targets' width for real-valued targets ``[N, D]``."""
+def check_outputs(shape: tuple[int, ...], y: torch.Tensor) -> None:
+    """Raise ``ValueError`` when a model's output ``shape`` per example does not fit one task's
+    support labels ``y``: one logit per class for class indices (``0 .. ways-1``, every class in
+    the support set), the targets' width for real-valued targets ``[N, D]``. An output of more
+    than one axis per example (feature maps) fits neither."""
+    if len(shape) != 1:
+        raise ValueError(
+            f"the model outputs {list(shape)} per example, not one vector: a gradient learner needs "
+            f"predictions of shape [N, {'ways' if losses.is_classification(y) else 'targets'}]; give the "
+            f"model a head (e.g. conv4 with its out) or use a metric learner for feature maps (relationnet)"
+        )
+    width = shape[0]
     if losses.is_classification(y):
         ways = int(y.max()) + 1
         if width != ways:
