@@ -30,6 +30,7 @@ import inspect
 import re
 import typing
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -41,7 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from modmeta import registry
 from modmeta.learners.base import Learner
 from modmeta.tasks.base import TaskFamily
-from modmeta.train import Trainer, checkpoint
+from modmeta.train import Trainer, checkpoint, optimizers
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 # Model arguments filled from the task family when the config leaves them out.
@@ -98,9 +99,12 @@ class TrainConfig(_Section):
 
     iterations: int = Field(ge=1)
     meta_batch: int = Field(25, ge=1)
-    optimizer: Literal["adam", "sgd"] = "adam"
+    optimizer: str | dict[str, Any] = "adam"  # a torch.optim class: adam, sgd, AdamW, {name: AdamW, weight_decay: 0.01}
     lr: float = Field(1e-3, gt=0)
     schedule: Literal["constant", "linear"] = "constant"
+    scheduler: str | dict[str, Any] | None = None  # a torch.optim.lr_scheduler class: {name: CosineAnnealingLR, T_max: 1000}
+    clip_grad_norm: float | None = Field(None, gt=0)
+    autocast: Literal["bfloat16", "float16"] | None = None
     seed: int = 0
     val_every: int = Field(1000, ge=0)
     val_episodes: int = Field(100, ge=1)
@@ -238,6 +242,7 @@ def parse(data: dict[str, Any], source: str = "config") -> Config:
         errors = sorted(e.errors(), key=lambda err: err["type"] != "extra_forbidden")  # typos first
         raise ConfigError(f"{source}: " + "; ".join(map(_describe, errors))) from None
     problems = [
+        *_check_train(config),
         *_check_component(config.tasks, "tasks", registry.TASKS, skip=0),
         *_check_component(config.model, "model", registry.MODELS, skip=0),
         *_check_component(config.learner, "learner", registry.LEARNERS, skip=1),
@@ -272,8 +277,8 @@ def build(config: Config) -> Run:
     return Run(resolved, learner, tasks)
 
 
-def trainer(run: Run, out: str | Path | None = None, progress: bool = True) -> Trainer:
-    """A :class:`modmeta.Trainer` with the config's training settings."""
+def trainer(run: Run, out: str | Path | None = None, progress: bool = True, callbacks: Sequence[Any] = ()) -> Trainer:
+    """A :class:`modmeta.Trainer` with the config's training settings (and ``callbacks``)."""
     t = run.config.train
     val = evaluation_tasks(run).split("val") if t.val_every else None
     return Trainer(
@@ -281,7 +286,33 @@ def trainer(run: Run, out: str | Path | None = None, progress: bool = True) -> T
         schedule=t.schedule, val_tasks=val, val_every=t.val_every, val_episodes=t.val_episodes,
         val_seed=t.val_seed, out=out, checkpoint_every=t.checkpoint_every, log_every=t.log_every,
         progress=progress, config=run.config.to_dict(), max_loss=t.max_loss, max_loss_growth=t.max_loss_growth,
+        scheduler=t.scheduler, clip_grad_norm=t.clip_grad_norm, autocast=t.autocast, callbacks=callbacks,
     )
+
+
+def _check_train(config: Config) -> list[str]:
+    """Problems with the training section's optimizer and scheduler (each built, and stepped
+    once, on a stand-in parameter, so a wrong name, argument or value is refused before the
+    run) and with its precision."""
+    t = config.train
+    problems = []
+    if t.schedule == "linear" and t.scheduler is not None:
+        problems.append("train.scheduler: give either train.schedule=linear or a train.scheduler, not both")
+    try:
+        optimizer = optimizers.make_optimizer(t.optimizer, [torch.nn.Parameter(torch.zeros(1))], t.lr,
+                                              where="train.optimizer")
+        scheduler = optimizers.make_scheduler(t.scheduler, optimizer, where="train.scheduler")
+        if scheduler is not None:
+            optimizer.step()
+            scheduler.step()
+    except ValueError as e:
+        problems.append(str(e))
+    except (TypeError, RuntimeError) as e:  # a value the scheduler's first step cannot use
+        problems.append(f"train.scheduler: {t.scheduler} fails at its first step: {' '.join(str(e).split())}")
+    if t.autocast is not None and config.dtype != "float32":
+        problems.append(f"train.autocast: autocast lowers float32 operations only; with dtype {config.dtype} "
+                        f"it would do nothing: remove one of the two")
+    return problems
 
 
 def evaluation_tasks(run: Run) -> TaskFamily:
