@@ -381,7 +381,7 @@ class Trainer:
             self.scheduler.load_state_dict(state["scheduler"])
         self.generator.set_state(state["rng"]["tasks"])
         self._rng = state["rng"]["torch"]
-        if state["rng"]["cuda"]:
+        if state["rng"]["cuda"] and torch.cuda.is_available():  # absent when resumed on another device
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         self.iteration = state["iteration"]
         self.best = state["best"]
