@@ -74,6 +74,10 @@ def test_a_run_resumes_and_evaluates_on_another_device_setting(run, capsys):
         checkpoint.check_config(state, {"device": "cpu", "train": {"lr": 0.2}}, "x.pt", "this run's config")
     loaded = mm.load_run(folder, device="auto")
     assert loaded.config.device == "auto" and loaded.iteration == 6
+    assert main(["eval", str(folder), "--device", "cpu", "--split", "train", "--episodes", "5", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["iteration"] == 6
+    assert main(["eval", str(folder), "--device", UNAVAILABLE]) == 1
+    assert f"device: '{UNAVAILABLE}' is not available here" in capsys.readouterr().err
 
 
 def test_eval_with_tasks_from_an_npz_matches_the_python_api(run, capsys):
