@@ -50,7 +50,7 @@ EXAMPLES = {
 }
 
 
-DEVICE_HELP = "auto (CUDA when there is one, else the CPU), cpu, cuda, cuda:1, mps; the same as --set device=..."
+DEVICE_HELP = "auto (CUDA when there is one, else the CPU), cpu, cuda, cuda:1, mps"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -102,7 +102,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its newest checkpoint (exactly as if never stopped)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--device", help=DEVICE_HELP)
+    p.add_argument("--device", help=f"device to train on (default: the config's device, auto): {DEVICE_HELP}")
 
     p = command("eval", _eval, "evaluate a run's best checkpoint on the meta-test split, or on other tasks")
     p.add_argument("run_dir", metavar="DIR", help="a run folder written by `modmeta train`")
@@ -114,7 +114,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="evaluate on another task family: a YAML file with a tasks: section, or an .npz file of "
                         "labelled examples (x, y), used whole; ways, shots and queries default to the run's "
                         "(nothing is written into the run folder)")
-    p.add_argument("--device", help="device to evaluate on (default: the run's config); " + DEVICE_HELP)
+    p.add_argument("--device", help=f"device to evaluate on (default: the run's): {DEVICE_HELP}")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 
     p = command("plot", _plot, "draw a run's learning curves and its metric against adaptation steps")
