@@ -30,10 +30,13 @@ EXAMPLES = {
     "train": """examples:
   modmeta train configs/sinusoid-maml.yaml --out runs/sinusoid-maml
   modmeta train configs/sinusoid-maml.yaml --out runs/try --set learner.inner_lr=0.02 --set train.iterations=5000
-  modmeta train configs/sinusoid-maml.yaml --out runs/sinusoid-maml --resume   # after a stop or a kill""",
+  modmeta train configs/sinusoid-maml.yaml --out runs/sinusoid-maml --resume   # after a stop or a kill
+  modmeta train configs/sinusoid-maml.yaml --out runs/sinusoid-maml --device cpu""",
     "eval": """examples:
   modmeta eval runs/sinusoid-maml
-  modmeta eval runs/sinusoid-maml --episodes 600 --steps 10 --json""",
+  modmeta eval runs/sinusoid-maml --episodes 600 --steps 10 --json
+  modmeta eval runs/omniglot-maml --tasks my-letters.npz          # another data set: all its classes
+  modmeta eval runs/omniglot-maml --tasks other.yaml --split val  # the tasks: section of a YAML file""",
     "plot": """examples:
   modmeta plot runs/sinusoid-maml     # writes runs/sinusoid-maml/learning_curves.png and adaptation.png
   modmeta plot runs/teacher-sigma-imaml   # a shrinkage learner's run adds sigma.png, σ per module""",
@@ -49,6 +52,9 @@ EXAMPLES = {
   modmeta demo                 # about two minutes on a laptop CPU
   modmeta demo --out /tmp/demo --iterations 2000""",
 }
+
+
+DEVICE_HELP = "auto (CUDA when there is one, else the CPU), cpu, cuda, cuda:1, mps"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -100,13 +106,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its newest checkpoint (exactly as if never stopped)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--device", help=f"device to train on (default: the config's device, auto): {DEVICE_HELP}")
 
-    p = command("eval", _eval, "evaluate a run's best checkpoint on the meta-test split")
+    p = command("eval", _eval, "evaluate a run's best checkpoint on the meta-test split, or on other tasks")
     p.add_argument("run_dir", metavar="DIR", help="a run folder written by `modmeta train`")
     p.add_argument("--episodes", type=int, help="test episodes (default: the config's eval.episodes)")
     p.add_argument("--steps", type=int, help="adaptation steps (default: the config's eval.steps)")
     p.add_argument("--seed", type=int, help="seed of the episodes (default: the config's eval.seed)")
-    p.add_argument("--split", default="test", choices=["test", "val", "train"], help="split to evaluate on")
+    p.add_argument("--split", choices=["test", "val", "train"], help="split to evaluate on (default: test)")
+    p.add_argument("--tasks", metavar="CONFIG_OR_NPZ",
+                   help="evaluate on another task family: a YAML file with a tasks: section, or an .npz file of "
+                        "labelled examples (x, y), used whole; ways, shots and queries default to the run's "
+                        "(nothing is written into the run folder)")
+    p.add_argument("--device", help=f"device to evaluate on (default: the run's): {DEVICE_HELP}")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 
     p = command("plot", _plot, "draw a run's learning curves and its metric against adaptation steps")
@@ -140,7 +152,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _train(args: argparse.Namespace) -> int:
-    cfg = config.load(args.config, args.set)
+    cfg = config.load(args.config, [*args.set, *([f"device={args.device}"] if args.device else [])])
     if cfg.phases:
         raise ValueError(f"{args.config} has phases: train them in turn with `modmeta phases {args.config} --out DIR`")
     out = Path(args.out)
@@ -152,7 +164,7 @@ def _train(args: argparse.Namespace) -> int:
         saved = out / "config.yaml"
         if args.resume and saved.exists():
             before = config.parse(config.read_yaml(saved.read_text()), source=str(saved))
-            change = checkpoint.differences(before.to_dict(), run.config.to_dict())
+            change = checkpoint.config_changes(before.to_dict(), run.config.to_dict())
             if change:
                 raise ValueError(f"the config differs from the one the run in {out} started with ({change[0]}); "
                                  f"resume with the same config and --set values, or train into another --out")
@@ -176,25 +188,35 @@ def _fit(trainer: Trainer, cfg: config.Config, out: Path, resume: bool) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    run = config.restore(args.run_dir)
+    run = config.restore(args.run_dir, device=args.device)
+    if args.tasks is None:
+        split = args.split or "test"
+        family = config.evaluation_tasks(run).split(split)
+    else:
+        family = config.other_tasks(run, args.tasks, args.split)
+        split = args.split or ("all" if Path(args.tasks).suffix == ".npz" else "test")
     defaults = run.config.eval
     result = evaluate(
-        run.learner, config.evaluation_tasks(run).split(args.split),
+        run.learner, family,
         episodes=args.episodes if args.episodes is not None else defaults.episodes,
         steps=args.steps if args.steps is not None else defaults.steps,
         seed=args.seed if args.seed is not None else defaults.seed,
     )
-    record = {**result.to_dict(), "split": args.split, "checkpoint": str(run.checkpoint), "iteration": run.iteration}
+    record = {**result.to_dict(), "split": split, "checkpoint": str(run.checkpoint), "iteration": run.iteration}
     report = run.learner.report()
-    modules = _component_match(run, report, args.split, result)
+    modules = _component_match(run, report, family, result)
     if modules is not None:
         record["modules"] = modules.to_dict()
     record |= {k: v for k, v in report.items() if k in ("sigma", "inner_rates")}
-    files.write_atomic(Path(args.run_dir) / "eval.json", json.dumps(record) + "\n")
+    if args.tasks is None:  # the run's own evaluation, which `modmeta plot` draws
+        files.write_atomic(Path(args.run_dir) / "eval.json", json.dumps(record) + "\n")
+    else:
+        record["tasks"] = str(args.tasks)
     if args.json:
         print(json.dumps(record))
         return 0
-    print(f"{run.config.learner.name} on {run.config.tasks.name} ({args.split} split), "
+    on = run.config.tasks.name if args.tasks is None else args.tasks
+    print(f"{run.config.learner.name} on {on} ({split} split), "
           f"{run.checkpoint.name} at iteration {run.iteration}: {result}")
     last = len(result.curve) - 1
     width = max(2, len(str(last)))
@@ -396,13 +418,12 @@ def _demo(args: argparse.Namespace) -> int:
 # -- helpers -----------------------------------------------------------------------------
 
 
-def _component_match(run: config.Run, report: dict[str, Any], split: str,
+def _component_match(run: config.Run, report: dict[str, Any], family: Any,
                      result: Evaluation) -> structures.ComponentMatch | None:
     """For a learner that reports structures, on a family with known components: how its
-    modules match them, on the evaluation's own episodes."""
+    modules match them, on the evaluation's own episodes of ``family``."""
     if "structures" not in report:
         return None
-    family = config.evaluation_tasks(run).split(split)
     return structures.match(run.learner, family, episodes=result.episodes, seed=result.seed)
 
 

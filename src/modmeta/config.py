@@ -30,6 +30,7 @@ import inspect
 import re
 import typing
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -38,10 +39,10 @@ import torch
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from modmeta import arguments, registry
+from modmeta import arguments, losses, registry
 from modmeta.learners.base import Learner
 from modmeta.tasks.base import TaskFamily
-from modmeta.train import Trainer, checkpoint
+from modmeta.train import Trainer, checkpoint, optimizers
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 # Model arguments filled from the task family when the config leaves them out.
@@ -98,9 +99,12 @@ class TrainConfig(_Section):
 
     iterations: int = Field(ge=1)
     meta_batch: int = Field(25, ge=1)
-    optimizer: Literal["adam", "sgd"] = "adam"
+    optimizer: str | dict[str, Any] = "adam"  # a torch.optim class: adam, sgd, AdamW, {name: AdamW, weight_decay: 0.01}
     lr: float = Field(1e-3, gt=0)
     schedule: Literal["constant", "linear"] = "constant"
+    scheduler: str | dict[str, Any] | None = None  # a torch.optim.lr_scheduler class: {name: CosineAnnealingLR, T_max: 1000}
+    clip_grad_norm: float | None = Field(None, gt=0)
+    autocast: Literal["bfloat16", "float16"] | None = None
     seed: int = 0
     val_every: int = Field(1000, ge=0)
     val_episodes: int = Field(100, ge=1)
@@ -135,7 +139,10 @@ class Phase(_Section):
 
 class Config(_Section):
     """Every choice of a run. ``phases`` (optional) make it a sequence of task families
-    trained one after the other (see :mod:`modmeta.phases`); ``tasks`` then builds the model."""
+    trained one after the other (see :mod:`modmeta.phases`); ``tasks`` then builds the model.
+    ``device`` is where the learner runs: ``auto`` (CUDA when there is one, else the CPU),
+    ``cpu``, ``cuda``, ``cuda:1``, ``mps``; it is checked when the config is read, and a run
+    may resume on another device (checkpoints do not compare it)."""
 
     tasks: Component
     model: Component
@@ -143,7 +150,7 @@ class Config(_Section):
     train: TrainConfig
     eval: EvalConfig = EvalConfig()
     dtype: Literal["float32", "float64"] = "float32"
-    device: str = "cpu"
+    device: str = "auto"
     phases: list[Phase] = Field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -162,16 +169,21 @@ class Run:
     iteration: int = 0
 
 
-def restore(folder: str | Path) -> Run:
+def restore(folder: str | Path, device: str | None = None) -> Run:
     """The run trained into ``folder``: its config rebuilt, with the learner's weights from
     ``best.pt`` (the best validation) or, without a readable one, from the newest good
     checkpoint (``last.pt``, else ``previous.pt``; a damaged ``best.pt`` is warned about).
-    A checkpoint written under another config than the folder's ``config.yaml`` is refused."""
+    A checkpoint written under another config than the folder's ``config.yaml`` is refused.
+    ``device`` (``"cpu"``, ``"auto"``, ...) replaces the device the run was trained on.
+
+    Public as :func:`modmeta.load_run`: ``run.learner`` and ``run.config`` are the learner and
+    its config, ``run.tasks`` the task family it trained on."""
     folder = Path(folder)
     path = folder / "config.yaml"
     if not path.is_file():
         raise ConfigError(f"{folder} holds no run: there is no {path} (train one with `modmeta train`)")
-    run = build(parse(read_yaml(path.read_text()), source=str(path)))
+    data = apply_overrides(read_yaml(path.read_text()), [] if device is None else [f"device={device}"])
+    run = build(parse(data, source=str(path)))
     found = None
     best = folder / checkpoint.BEST
     if best.exists():
@@ -191,10 +203,15 @@ def restore(folder: str | Path) -> Run:
 def load(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Read, override (``"a.b=value"`` strings) and validate the YAML config at ``path``."""
     path = Path(path)
+    return parse(apply_overrides(_read_file(path), overrides), source=str(path))
+
+
+def _read_file(path: Path) -> Any:
+    """The plain data of the YAML file at ``path``; a missing, binary or invalid file is one line."""
     if not path.is_file():
         raise ConfigError(f"no config file at {path}")
     try:
-        data = read_yaml(path.read_text(encoding="utf-8"))
+        return read_yaml(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as e:
         raise ConfigError(f"{path} is not a YAML config: it is not UTF-8 text (byte {e.start} is "
                           f"{e.object[e.start:e.start + 1]!r}); give a .yaml file such as configs/sinusoid-maml.yaml") from None
@@ -202,7 +219,6 @@ def load(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Confi
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError(f"{path} is not valid YAML{where}: {getattr(e, 'problem', None) or e}") from None
-    return parse(apply_overrides(data, overrides), source=str(path))
 
 
 def apply_overrides(data: Any, overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
@@ -238,6 +254,8 @@ def parse(data: dict[str, Any], source: str = "config") -> Config:
         errors = sorted(e.errors(), key=lambda err: err["type"] != "extra_forbidden")  # typos first
         raise ConfigError(f"{source}: " + "; ".join(map(_describe, errors))) from None
     problems = [
+        *_check_device(config.device),
+        *_check_train(config),
         *_check_component(config.tasks, "tasks", registry.TASKS, skip=0),
         *_check_component(config.model, "model", registry.MODELS, skip=0),
         *_check_component(config.learner, "learner", registry.LEARNERS, skip=1),
@@ -267,13 +285,13 @@ def build(config: Config) -> Run:
         model = _construct("model", registry.MODELS[config.model.name].build, **model_kwargs)
         learner = _construct("learner", registry.LEARNERS[config.learner.name].build, model,
                              **_composed(config.learner.kwargs, "learner"))
-    learner.to(device=config.device, dtype=DTYPES[config.dtype])
+    learner.to(device=resolve_device(config.device), dtype=DTYPES[config.dtype])
     resolved = config.model_copy(update={"model": Component(name=config.model.name, **model_kwargs)})
     return Run(resolved, learner, tasks)
 
 
-def trainer(run: Run, out: str | Path | None = None, progress: bool = True) -> Trainer:
-    """A :class:`modmeta.Trainer` with the config's training settings."""
+def trainer(run: Run, out: str | Path | None = None, progress: bool = True, callbacks: Sequence[Any] = ()) -> Trainer:
+    """A :class:`modmeta.Trainer` with the config's training settings (and ``callbacks``)."""
     t = run.config.train
     val = evaluation_tasks(run).split("val") if t.val_every else None
     return Trainer(
@@ -281,7 +299,65 @@ def trainer(run: Run, out: str | Path | None = None, progress: bool = True) -> T
         schedule=t.schedule, val_tasks=val, val_every=t.val_every, val_episodes=t.val_episodes,
         val_seed=t.val_seed, out=out, checkpoint_every=t.checkpoint_every, log_every=t.log_every,
         progress=progress, config=run.config.to_dict(), max_loss=t.max_loss, max_loss_growth=t.max_loss_growth,
+        scheduler=t.scheduler, clip_grad_norm=t.clip_grad_norm, autocast=t.autocast, callbacks=callbacks,
     )
+
+
+def available_devices() -> list[str]:
+    """The devices this machine can run a learner on: ``cpu``, then each CUDA device and MPS."""
+    found = ["cpu"]
+    if torch.cuda.is_available():
+        found += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if torch.backends.mps.is_available():
+        found.append("mps:0")
+    return found
+
+
+def resolve_device(name: str) -> torch.device:
+    """The device a config's ``device`` names: ``auto`` is CUDA when there is one, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _check_device(name: str) -> list[str]:
+    """The problem with a config's ``device``, if it is not a device of this machine."""
+    available = available_devices()
+    choices = f"this machine has: auto, {', '.join(available)} (set it with --device or the config key device)"
+    if name == "auto":
+        return []
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        return [f"device: {name!r} is not a device name; {choices}"]
+    if device.type != "cpu" and f"{device.type}:{device.index or 0}" not in available:
+        return [f"device: {name!r} is not available here (torch {torch.__version__}); {choices}"]
+    return []
+
+
+def _check_train(config: Config) -> list[str]:
+    """Problems with the training section's optimizer and scheduler (each built, and stepped
+    once, on a stand-in parameter, so a wrong name, argument or value is refused before the
+    run) and with its precision."""
+    t = config.train
+    problems = []
+    if t.schedule == "linear" and t.scheduler is not None:
+        problems.append("train.scheduler: give either train.schedule=linear or a train.scheduler, not both")
+    try:
+        optimizer = optimizers.make_optimizer(t.optimizer, [torch.nn.Parameter(torch.zeros(1))], t.lr,
+                                              where="train.optimizer")
+        scheduler = optimizers.make_scheduler(t.scheduler, optimizer, where="train.scheduler")
+        if scheduler is not None:
+            optimizer.step()
+            scheduler.step()
+    except ValueError as e:
+        problems.append(str(e))
+    except (TypeError, RuntimeError) as e:  # a value the scheduler's first step cannot use
+        problems.append(f"train.scheduler: {t.scheduler} fails at its first step: {' '.join(str(e).split())}")
+    if t.autocast is not None and config.dtype != "float32":
+        problems.append(f"train.autocast: autocast lowers float32 operations only; with dtype {config.dtype} "
+                        f"it would do nothing: remove one of the two")
+    return problems
 
 
 def evaluation_tasks(run: Run) -> TaskFamily:
@@ -292,6 +368,74 @@ def evaluation_tasks(run: Run) -> TaskFamily:
         return run.tasks
     build = registry.TASKS[run.config.tasks.name].build
     return _construct("eval.tasks", build, **(run.config.tasks.kwargs | overrides))
+
+
+def other_tasks(run: Run, source: str | Path, split: str | None = None) -> TaskFamily:
+    """A task family other than the run's, to evaluate its learner on (cross-domain).
+
+    ``source`` is an ``.npz`` file of labelled examples (the ``npz`` family, used whole: every
+    class of it is new to the learner; ``split`` must then be ``None``) or a YAML file with a
+    ``tasks:`` section (a whole config, or just ``tasks: {name: ..., ...}``), on ``split``
+    (default ``test``). ``ways``, ``shots`` and ``queries`` the family takes and the file
+    leaves out are the run's. Refused with one line when the learner cannot take its
+    episodes: another input shape, another kind of target, another number of outputs (ways)
+    than the model's head gives."""
+    path = Path(source)
+    if path.suffix == ".npz":
+        if split is not None:
+            raise ConfigError(f"{path}: an .npz file is evaluated whole (all its classes are new to the learner); "
+                              f"to evaluate a split of it, give a YAML file with tasks: {{name: npz, path: {path}, "
+                              f"test: 0.5}} instead")
+        if not path.is_file():
+            raise ConfigError(f"no .npz file at {path}")
+        component = Component(name="npz", path=str(path))
+    else:
+        data = _read_file(path)
+        if not isinstance(data, dict) or not isinstance(data.get("tasks"), dict) or "name" not in data["tasks"]:
+            raise ConfigError(f"{path} has no tasks: section naming a task family; give a config, or a file holding "
+                              f"tasks: {{name: ..., <its arguments>}} (`modmeta list` shows the families)")
+        component = Component(**data["tasks"])
+    own = run.config.tasks.kwargs | run.config.eval.tasks
+    entry = registry.TASKS.get(component.name)
+    takes = inspect.signature(entry.build).parameters if entry else {}
+    inherited = {k: own[k] for k in ("ways", "shots", "queries") if k in own and k in takes}
+    component = Component(name=component.name, **(inherited | component.kwargs))
+    problems = _check_component(component, "tasks", registry.TASKS, skip=0)
+    if problems:
+        raise ConfigError(f"{path}: " + "; ".join(problems))
+    family = _construct(str(path), entry.build, **component.kwargs)
+    if path.suffix != ".npz":
+        family = _construct(str(path), family.split, split or "test")
+    _check_compatible(run, family, str(path))
+    return family
+
+
+def _check_compatible(run: Run, family: TaskFamily, source: str) -> None:
+    """Refuse ``family`` when ``run``'s learner cannot take its episodes (one line)."""
+    generator = torch.Generator().manual_seed(0)
+    param = next(run.learner.parameters())
+    own = evaluation_tasks(run).sample(1, generator)
+    new = family.sample(1, generator).to(param.device, param.dtype)
+    if own.x_support.shape[2:] != new.x_support.shape[2:]:
+        raise ConfigError(f"{source}: its examples have shape {list(new.x_support.shape[2:])}, but the run's model "
+                          f"takes {list(own.x_support.shape[2:])} (images are [channels, height, width])")
+    kinds = [losses.metric_name(batch.y_query) for batch in (own, new)]
+    if kinds[0] != kinds[1]:
+        raise ConfigError(f"{source}: its tasks are scored by {kinds[1]}, the run's by {kinds[0]}: "
+                          f"a {'classifier' if kinds[0] == 'accuracy' else 'regressor'} cannot be evaluated on them")
+    was_training = run.learner.training
+    run.learner.eval()
+    try:
+        width = run.learner.predict(run.learner.adapt(new.x_support[0], new.y_support[0], steps=0),
+                                    new.x_query[0]).shape[-1]
+    except ValueError:  # a gradient learner's own check: its head does not fit these tasks
+        width = evaluation_tasks(run).output_size
+    finally:
+        run.learner.train(was_training)
+    if width != family.output_size:
+        what = "ways" if kinds[0] == "accuracy" else "outputs"
+        raise ConfigError(f"{source}: its tasks have {family.output_size} {what}, but the run's learner gives "
+                          f"{width} outputs (its model's head); evaluate on tasks with {what}: {width}")
 
 
 def _as_component(value: Any) -> Component | None:

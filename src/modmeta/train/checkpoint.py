@@ -49,6 +49,7 @@ PREVIOUS = "previous.pt"
 BEST = "best.pt"
 DIGEST = ".sha256"  # the suffix of a checkpoint's digest file (last.pt.sha256)
 DAMAGED = ".damaged"  # the suffix of a damaged checkpoint set aside (last.pt.damaged, best.pt.damaged)
+PORTABLE = ("device",)  # config keys a run may change when it resumes or is evaluated: where it runs
 
 
 class CheckpointError(ValueError):
@@ -232,17 +233,24 @@ def config_digest(config: dict[str, Any] | None) -> str | None:
 def check_config(state: dict[str, Any], config: dict[str, Any] | None, path: str | Path, against: str) -> None:
     """Refuse the checkpoint ``state`` read from ``path`` if it was written under another config
     than ``config`` (described as ``against``): the error lists the differing keys. Keys the
-    checkpoint does not record (settings added by a later modmeta) are not compared."""
+    checkpoint does not record (settings added by a later modmeta) and the :data:`PORTABLE`
+    ones are not compared."""
     stored = state.get("config")
     if config is None or stored is None:
         return
     digest = state.get("config_digest") or config_digest(stored)
     if digest == config_digest(config):
         return
-    found = differences(stored, config, recorded_only=True)
+    found = config_changes(stored, config, recorded_only=True)
     if found:
         shown = "; ".join(found[:4]) + (f"; and {len(found) - 4} more" if len(found) > 4 else "")
         raise CheckpointError(f"{path} was written by another run: its config differs from {against} ({shown})")
+
+
+def config_changes(a: dict[str, Any], b: dict[str, Any], recorded_only: bool = False) -> list[str]:
+    """The :func:`differences` of two run configs that make them different runs: all but the
+    :data:`PORTABLE` keys (a run trained on a GPU may resume or be evaluated on a CPU)."""
+    return [d for d in differences(a, b, recorded_only=recorded_only) if d.split(":")[0] not in PORTABLE]
 
 
 def differences(a: Any, b: Any, path: str = "", recorded_only: bool = False) -> list[str]:

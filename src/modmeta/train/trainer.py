@@ -13,15 +13,23 @@ With ``out`` set, the run folder holds ``metrics.jsonl`` (one JSON object per lo
 training loss and metric averaged since the last log line, and each validation), ``last.pt``
 and ``previous.pt`` (the two newest checkpoints), ``best.pt`` (the checkpoint with the best
 validation metric: highest accuracy or lowest MSE) and, when the ``tensorboard`` package is
-installed, TensorBoard event files under ``tensorboard/``.
+installed, TensorBoard event files under ``tensorboard/`` (the scalars of each record, and the
+run's config as hyperparameters of TensorBoard's HParams tab).
+
+Callbacks plug other tools in (MLflow, Weights & Biases, a custom TensorBoard writer): any
+object with some of ``on_log(trainer, record)`` (each training record, as written to
+``metrics.jsonl``), ``on_validate(trainer, record)`` (each validation record) and
+``on_checkpoint(trainer, path)`` (each checkpoint written).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,10 +41,12 @@ from modmeta.evaluate import Evaluation, evaluate
 from modmeta.learners.base import Learner
 from modmeta.tasks.base import TaskFamily
 from modmeta.train import checkpoint, files
+from modmeta.train.optimizers import OptimizerSpec, SchedulerSpec, make_optimizer, make_scheduler
 
-Optimizer = Literal["adam", "sgd"]
 Schedule = Literal["constant", "linear"]
 METRICS = "metrics.jsonl"
+AUTOCAST = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+CALLBACKS = ("on_log", "on_validate", "on_checkpoint")
 
 
 class Diverged(RuntimeError):
@@ -46,8 +56,19 @@ class Diverged(RuntimeError):
 class Trainer:
     """Meta-trains ``learner`` on tasks of ``tasks``.
 
-    - ``meta_batch`` tasks per iteration; the outer ``optimizer`` (``"adam"`` or ``"sgd"``)
-      at rate ``lr``, constant or decayed linearly to zero over the run (``schedule``).
+    - ``meta_batch`` tasks per iteration; the outer ``optimizer`` at rate ``lr``: any
+      :mod:`torch.optim` class by name (``"adam"``, ``"sgd"``, ``"AdamW"``), with arguments
+      as ``{"name": "AdamW", "weight_decay": 0.01}``, or an optimizer class, or a callable
+      taking the parameters (see :mod:`modmeta.train.optimizers`). The rate is constant or
+      decayed linearly to zero over the run (``schedule``), or follows ``scheduler``: a
+      :mod:`torch.optim.lr_scheduler` class named the same ways (``{"name":
+      "CosineAnnealingLR", "T_max": 1000}``) or a callable taking the optimizer, stepped once
+      per iteration. ``clip_grad_norm`` rescales the meta-gradient to at most that norm
+      before each step (the norm before clipping is logged as ``meta_grad_norm``).
+    - ``autocast`` (``"bfloat16"`` or ``"float16"``) runs each meta-batch's forward and
+      backward passes under :func:`torch.autocast` on the learner's device; the parameters
+      and the optimizer stay in their own precision. float16 has no loss scaling here
+      (the learner runs its own backward), so small gradients can underflow: prefer bfloat16.
     - Every ``val_every`` iterations (and at the last one), :func:`modmeta.evaluate` on
       ``val_episodes`` episodes of ``val_tasks`` drawn with ``val_seed``; 0 turns it off.
     - Every ``log_every`` iterations a line of ``metrics.jsonl``; every ``checkpoint_every``
@@ -62,7 +83,10 @@ class Trainer:
       ``max_loss_growth`` times the lowest logged training loss (a loss that grows without
       bound but stays finite); ``None`` turns either guard off.
 
-    ``seed`` seeds the task generator and the learner's own RNG state.
+    ``seed`` seeds the task generator and the learner's own RNG state. ``callbacks`` are
+    objects with any of ``on_log(trainer, record)``, ``on_validate(trainer, record)`` and
+    ``on_checkpoint(trainer, path)``, called after each training record, validation record
+    and checkpoint written.
     """
 
     def __init__(
@@ -70,7 +94,7 @@ class Trainer:
         learner: Learner,
         tasks: TaskFamily,
         meta_batch: int = 25,
-        optimizer: Optimizer = "adam",
+        optimizer: OptimizerSpec = "adam",
         lr: float = 1e-3,
         seed: int = 0,
         schedule: Schedule = "constant",
@@ -85,6 +109,10 @@ class Trainer:
         config: dict[str, Any] | None = None,
         max_loss: float | None = None,
         max_loss_growth: float | None = 1e6,
+        scheduler: SchedulerSpec | None = None,
+        clip_grad_norm: float | None = None,
+        autocast: Literal["bfloat16", "float16"] | None = None,
+        callbacks: Sequence[Any] = (),
     ) -> None:
         for name, value in (("meta_batch", meta_batch), ("log_every", log_every),
                             ("checkpoint_every", checkpoint_every), ("val_episodes", val_episodes)):
@@ -97,12 +125,25 @@ class Trainer:
                 raise ValueError(f"{name} must be > 0 (or None: no limit), got {value}")
         if schedule not in ("constant", "linear"):
             raise ValueError(f"schedule must be 'constant' or 'linear', got {schedule!r}")
+        if schedule == "linear" and scheduler is not None:
+            raise ValueError("give either schedule='linear' or a scheduler, not both: both set the rate")
+        if clip_grad_norm is not None and not clip_grad_norm > 0:
+            raise ValueError(f"clip_grad_norm must be > 0 (or None: no clipping), got {clip_grad_norm}")
+        if autocast is not None and autocast not in AUTOCAST:
+            raise ValueError(f"autocast must be one of {', '.join(AUTOCAST)} (or None: off), got {autocast!r}")
+        for callback in callbacks:
+            if not any(hasattr(callback, name) for name in CALLBACKS):
+                raise TypeError(f"callback {callback!r} has none of the methods {', '.join(CALLBACKS)}")
         self.learner = learner
         self.tasks = tasks
         self.meta_batch = meta_batch
         self.lr = lr
         self.schedule = schedule
-        self.optimizer = _make_optimizer(optimizer, learner, lr)
+        self.optimizer = make_optimizer(optimizer, learner.parameters(), lr)
+        self.scheduler = make_scheduler(scheduler, self.optimizer)
+        self.clip_grad_norm = clip_grad_norm
+        self.autocast = AUTOCAST.get(autocast)
+        self.callbacks = list(callbacks)
         self.val_tasks = val_tasks
         self.val_every = val_every if val_tasks is not None else 0
         self.val_episodes = val_episodes
@@ -124,6 +165,7 @@ class Trainer:
         self._metric_name: str | None = None
         self._val: Evaluation | None = None
         self._loss = math.nan  # the last logged training loss, for the progress bar
+        self._lr = lr  # the rate of the last step, as logged
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -183,6 +225,8 @@ class Trainer:
             raise ValueError(f"the run is already at iteration {self.iteration}, past the {iterations} asked for")
         log = open(self.out / METRICS, "a") if self.out is not None else None  # noqa: SIM115
         board = _tensorboard(self.out, self.iteration)
+        if board is not None and self.iteration == 0 and self.config is not None:
+            _write_hparams(board, self.config, self._metric(), validating=bool(self.val_every))
         terminal = self.progress and sys.stderr.isatty()  # else one summary line per log step, not a bar
         bar = tqdm(total=iterations, initial=self.iteration, disable=not terminal, unit="it",
                    dynamic_ncols=True, file=sys.stderr)
@@ -206,6 +250,7 @@ class Trainer:
                         for k, v in r.items():
                             if isinstance(v, float):
                                 board.add_scalar(f"{r['split']}/{k}", v, i)
+                    self._notify("on_log" if r["split"] == "train" else "on_validate", r)
                 if log is not None and (i % self.checkpoint_every == 0 or final):
                     self.save(checkpoint_name=None)
                 bar.update(1)
@@ -224,9 +269,7 @@ class Trainer:
     def _step(self, iterations: int) -> dict[str, float]:
         """One outer iteration; raises :class:`Diverged` before a non-finite update is applied."""
         param = next(self.learner.parameters())
-        if self._metric_name is None:
-            probe = self.tasks.sample(1, torch.Generator().manual_seed(0))
-            self._metric_name = losses.metric_name(probe.y_query)
+        self._metric()
         if self.schedule == "linear":
             for group in self.optimizer.param_groups:
                 group["lr"] = self.lr * (1 - self.iteration / iterations)
@@ -235,7 +278,8 @@ class Trainer:
         with torch.random.fork_rng(devices=[]):
             torch.set_rng_state(self._rng)
             data = self.learner.draw(self.tasks, self.meta_batch, self.generator).to(param.device, param.dtype)
-            stats = self.learner.meta_backward(data)
+            with self._precision(param.device):
+                stats = self.learner.meta_backward(data)
             self._rng = torch.get_rng_state()
         loss = stats["loss"]
         if not math.isfinite(loss):
@@ -248,8 +292,34 @@ class Trainer:
         for name, p in self.learner.named_parameters():
             if p.grad is not None and not torch.isfinite(p.grad).all():
                 raise Diverged(self._divergence(f"the meta-gradient of {name} became non-finite"))
+        if self.clip_grad_norm is not None:
+            norm = torch.nn.utils.clip_grad_norm_(self.learner.parameters(), self.clip_grad_norm)
+            stats = {**stats, "meta_grad_norm": float(norm)}
+        self._lr = self.optimizer.param_groups[0]["lr"]
         self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
         return stats
+
+    def _metric(self) -> str:
+        """The name of the task family's metric ("accuracy", "mse"), read off one episode."""
+        if self._metric_name is None:
+            probe = self.tasks.sample(1, torch.Generator().manual_seed(0))
+            self._metric_name = losses.metric_name(probe.y_query)
+        return self._metric_name
+
+    def _precision(self, device: torch.device) -> contextlib.AbstractContextManager[Any]:
+        """:func:`torch.autocast` to the chosen precision on ``device``, or nothing when off."""
+        if self.autocast is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, dtype=self.autocast)
+
+    def _notify(self, event: str, *args: Any) -> None:
+        """Call ``event`` (``on_log``, ...) on each callback that has it."""
+        for callback in self.callbacks:
+            method = getattr(callback, event, None)
+            if method is not None:
+                method(self, *args)
 
     def _divergence(self, what: str) -> str:
         """The one-line report of a divergence at the iteration being run."""
@@ -270,7 +340,7 @@ class Trainer:
         if self._loss > 0:
             self._lowest_loss = min(self._loss, self._lowest_loss or math.inf)
         return {"iteration": self.iteration, "split": "train", "loss": mean.pop("loss"),
-                self._metric_name: mean.pop("metric"), "lr": self.optimizer.param_groups[0]["lr"], **mean}
+                self._metric_name: mean.pop("metric"), "lr": self._lr, **mean}
 
     def _validate(self) -> dict[str, Any]:
         """Evaluate on the validation tasks; write ``best.pt`` when the metric improves."""
@@ -310,6 +380,7 @@ class Trainer:
             "iteration": self.iteration,
             "learner": self.learner.state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "rng": {"tasks": self.generator.get_state(), "torch": self._rng,
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []},
             "best": self.best,
@@ -324,9 +395,13 @@ class Trainer:
         """Restore a :meth:`state` (from a checkpoint) into this trainer and its learner."""
         self.learner.load_state_dict(state["learner"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None:
+            if state.get("scheduler") is None:
+                raise checkpoint.CheckpointError("this checkpoint was written without a scheduler; resume it without one")
+            self.scheduler.load_state_dict(state["scheduler"])
         self.generator.set_state(state["rng"]["tasks"])
         self._rng = state["rng"]["torch"]
-        if state["rng"]["cuda"]:
+        if state["rng"]["cuda"] and torch.cuda.is_available():  # absent when resumed on another device
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         self.iteration = state["iteration"]
         self.best = state["best"]
@@ -344,9 +419,10 @@ class Trainer:
         if checkpoint_name is None:
             path = checkpoint.save_rotating(self.state(), self.out)
             self.last_checkpoint = (path, self.iteration)
-            return path
-        path = self.out / checkpoint_name
-        checkpoint.save(self.state(), path)
+        else:
+            path = self.out / checkpoint_name
+            checkpoint.save(self.state(), path)
+        self._notify("on_checkpoint", path)
         return path
 
 
@@ -358,14 +434,6 @@ def _data_problem(data: Any) -> str | None:
             return (f"the loss is not finite because the task data are not: {name} holds {count} non-finite "
                     f"values (NaN or inf); check the data set (x and y arrays, or the task family's arguments)")
     return None
-
-
-def _make_optimizer(name: str, learner: Learner, lr: float) -> torch.optim.Optimizer:
-    if name == "adam":
-        return torch.optim.Adam(learner.parameters(), lr=lr)
-    if name == "sgd":
-        return torch.optim.SGD(learner.parameters(), lr=lr)
-    raise ValueError(f"unknown optimizer {name!r}: use 'adam' or 'sgd'")
 
 
 def _truncate_log(path: Path, iteration: int) -> None:
@@ -396,3 +464,25 @@ def _tensorboard(out: Path | None, iteration: int) -> Any:
     except ImportError:
         return None
     return SummaryWriter(str(out / "tensorboard"), purge_step=iteration + 1)
+
+
+def hparams(config: dict[str, Any]) -> dict[str, int | float | str]:
+    """A run's config as TensorBoard hyperparameters: one entry per leaf, named by its key
+    path (``train.lr``); lists, mappings and ``None`` as their JSON text."""
+    flat: dict[str, int | float | str] = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and value:
+            flat |= {f"{key}.{k}": v for k, v in hparams(value).items()}
+        else:
+            flat[key] = value if isinstance(value, int | float | str) else json.dumps(value)
+    return flat
+
+
+def _write_hparams(board: Any, config: dict[str, Any], metric: str, validating: bool) -> None:
+    """The run's config in TensorBoard's HParams tab, tied to the scalars the run writes."""
+    from torch.utils.tensorboard.summary import hparams as summaries
+
+    tags = ["train/loss", f"train/{metric}"] + ([f"val/{metric}"] if validating else [])
+    experiment, start, _ = summaries(hparams(config), dict.fromkeys(tags, 0.0))
+    board.file_writer.add_summary(experiment)
+    board.file_writer.add_summary(start)
