@@ -236,14 +236,19 @@ def module_usage(usage: Sequence[Sequence[float]], tasks: Sequence[str], path: s
 def group_rows(rows: Sequence[Sequence[float]], labels: Sequence[str], most: int = 40
                ) -> tuple[list[list[float]], list[str], int]:
     """Rows grouped for a heat map: rows sharing a label (tasks of one true function) become their
-    mean, labelled ``name (n tasks)``; with every label distinct, equal rows (tasks with one
-    structure) become one, labelled by their count and first label. The ``most`` largest groups
-    are kept, in first-seen order; the total number of groups comes back too."""
+    mean, labelled ``name (n tasks)``, in first-seen order; with every label distinct, equal rows
+    (tasks with one structure) become one, labelled by their count and first label, and rows
+    using the same modules are put next to each other. The ``most`` largest groups are kept;
+    the total number of groups comes back too."""
     keys = labels if len(set(labels)) < len(labels) else [tuple(r) for r in rows]
     groups: dict[Any, list[int]] = {}
     for i, key in enumerate(keys):
         groups.setdefault(key, []).append(i)
-    kept = sorted(sorted(groups.values(), key=len, reverse=True)[:most], key=lambda members: members[0])
+    kept = sorted(groups.values(), key=len, reverse=True)[:most]
+    if keys is labels:  # in first-seen order
+        kept.sort(key=lambda members: members[0])
+    else:  # clustered: rows using the same modules next to each other
+        kept.sort(key=lambda members: [-v for v in rows[members[0]]])
     if len(groups) == len(rows):  # nothing to group: the rows as they are
         return [list(rows[i]) for i, in kept], [labels[i] for i, in kept], len(groups)
     means = [[sum(rows[i][k] for i in members) / len(members) for k in range(len(rows[0]))] for members in kept]
