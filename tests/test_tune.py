@@ -59,3 +59,125 @@ def test_meta_features_refuse_bad_input_with_the_fix():
         meta_features(x, np.array([0.5, 1, 0, 1]))
     with pytest.raises(ValueError, match="every class needs >= 2 examples"):
         meta_features(x, np.array([0, 1, 1, 1]), kinds=("landmarkers",))
+
+
+# -- the experience store and the searches on it ----------------------------------------------
+
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import textwrap  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import optuna  # noqa: E402
+
+from modmeta.tune import Store, TransferSampler, importance, learned_defaults, tune  # noqa: E402
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def _data_set(seed: int, classes: int, features: int, n: int = 60) -> tuple[np.ndarray, np.ndarray]:
+    """A Gaussian blob per class: sizes, spread and separation set by the arguments."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % classes
+    centres = rng.normal(0, 3, (classes, features))
+    return centres[y] + rng.normal(0, 1 + seed % 3, (n, features)), y
+
+
+def test_a_near_copy_of_a_data_set_is_its_nearest_stored_neighbour(tmp_path):
+    store = Store(f"sqlite:///{tmp_path / 'tune.db'}")
+    shapes = {"a": (0, 2, 3), "b": (1, 5, 8), "c": (2, 3, 20), "d": (3, 8, 4), "e": (4, 2, 12)}
+    sets = {name: _data_set(*shape) for name, shape in shapes.items()}
+    for name, (x, y) in sets.items():
+        store.study(name, meta_features(x, y))
+    again = Store(f"sqlite:///{tmp_path / 'tune.db'}")  # read back from the file
+    for name, (x, y) in sets.items():
+        copy = x + np.random.default_rng(9).normal(0, 1e-3, x.shape)
+        found = again.nearest(meta_features(copy, y), k=2)
+        assert found[0][0] == name and found[0][1] < found[1][1], (name, found)
+    assert [n for n, _ in again.nearest(meta_features(*sets["a"]), k=5, exclude=["a"])].count("a") == 0
+
+
+def _bowl(centre: float):
+    """An objective with its maximum 0 at x = centre."""
+    return lambda trial: -(trial.suggest_float("x", 0.0, 1.0) - centre) ** 2
+
+
+def test_a_warm_started_study_first_tries_its_neighbours_best_configurations():
+    store = Store(None)
+    for seed, (name, centre) in enumerate((("near", 0.3), ("nearer", 0.6), ("far", 0.9))):
+        tune(_bowl(centre), store, name, {"size": centre * 10, "balance": centre}, trials=8, seed=seed)
+    bests = {n: store.best_params(n) for n in ("near", "nearer", "far")}
+    assert len({b["x"] for b in bests.values()}) == 3
+    study = tune(_bowl(0.5), store, "new", {"size": 5.5, "balance": 0.55}, trials=4, warm_start=2)
+    assert [t.params for t in study.trials[:2]] == [bests["nearer"], bests["near"]]
+    assert study.trials[2].params not in bests.values()  # then TPE continues
+    cold = tune(_bowl(0.5), store, "cold", {"size": 5.5, "balance": 0.55}, trials=2)
+    assert not any(t.params in bests.values() for t in cold.trials)
+
+
+KILLED = """
+import os, sys
+import optuna
+sys.path.insert(0, {src!r})
+from modmeta.tune import Store, tune
+
+def objective(trial):
+    x = trial.suggest_float("x", 0.0, 1.0)
+    if trial.number == 3:
+        os._exit(9)  # killed mid-trial: no clean-up runs
+    return -(x - 0.5) ** 2
+
+tune(objective, Store({url!r}, heartbeat=1), "killed", {{"size": 1.0}}, trials=6)
+"""
+
+
+def test_a_study_killed_mid_way_resumes_from_the_store_with_its_trials(tmp_path):
+    url = f"sqlite:///{tmp_path / 'tune.db'}"
+    run = subprocess.run([sys.executable, "-c", textwrap.dedent(KILLED.format(src=str(SRC), url=url))])
+    assert run.returncode == 9
+    store = Store(url, heartbeat=1)
+    before = store.load("killed").trials
+    assert [t.state.name for t in before] == ["COMPLETE"] * 3 + ["RUNNING"]
+    time.sleep(2.5)  # the killed trial's heartbeat goes stale (grace period 2 s)
+    study = tune(lambda t: -(t.suggest_float("x", 0.0, 1.0) - 0.5) ** 2, store, "killed", {"size": 1.0}, trials=6)
+    after = study.trials
+    assert [t.params for t in after[:3]] == [t.params for t in before[:3]]
+    assert after[3].state.name == "FAIL" and after[4].params == before[3].params  # the killed one, retried
+    assert sum(t.state.name == "COMPLETE" for t in after) == 6
+
+
+def test_learned_defaults_have_the_best_average_rank_across_data_sets():
+    store = Store(None)
+    scores = {"s1": {"a": 3, "b": 2, "c": 1}, "s2": {"a": 1, "b": 3, "c": 2}, "s3": {"a": 2, "b": 3, "c": 1}}
+    for name, table in scores.items():  # ranks a: 0+2+1, b: 1+0+0, c: 2+1+2
+        study = store.study(name, {"size": float(len(name))})
+        for config in table:
+            study.enqueue_trial({"k": config})
+        study.optimize(lambda t, table=table: table[t.suggest_categorical("k", ["a", "b", "c"])], n_trials=3)
+    assert learned_defaults(store, n=3) == [{"k": "b"}, {"k": "a"}, {"k": "c"}]
+
+
+def test_importance_across_data_sets_finds_the_hyperparameter_that_matters():
+    store = Store(None)
+    for i in range(2):
+        objective = lambda t, i=i: -(t.suggest_float("matters", 0, 1) - 0.3 * i) ** 2 + 1e-3 * t.suggest_float("noise", 0, 1)  # noqa: E731
+        tune(objective, store, f"d{i}", {"i": float(i)}, trials=20, sampler=optuna.samplers.RandomSampler(seed=i))
+    found = importance(store)
+    assert list(found) == ["matters", "noise"] and found["matters"] > 0.8
+
+
+def test_the_transfer_sampler_trusts_the_stored_studies_that_rank_the_new_trials_well():
+    store = Store(None)
+    for name, centre in (("like-a", 0.2), ("like-b", 0.25), ("unlike", 0.9)):
+        tune(_bowl(centre), store, name, {"c": centre}, trials=15, sampler=optuna.samplers.RandomSampler(seed=3))
+    sampler = TransferSampler(store, seed=0)
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    study.optimize(_bowl(0.2), n_trials=8)
+    done = study.trials
+    weights = dict(zip(store.names(), sampler.weights([t.params for t in done], np.array([t.value for t in done]),
+                                                      study.direction)))
+    assert weights["unlike"] == 0 and weights["like-a"] > 0.3, weights
+    assert abs(study.best_params["x"] - 0.2) < 0.05
+    assert all(abs(t.params["x"] - 0.2) < 0.05 for t in done[-4:])  # once the weights are known, it stays there

@@ -67,7 +67,7 @@ def _simple(x: np.ndarray, y: np.ndarray) -> dict[str, float]:
     p = counts / counts.sum()
     entropy = float(-(p * np.log(p)).sum())
     return {"examples": float(len(x)), "features": float(x.shape[1]), "classes": float(len(counts)),
-            "class_entropy": entropy, "class_balance": entropy / np.log(len(counts)) if len(counts) > 1 else 1.0,
+            "class_entropy": entropy, "class_balance": float(entropy / np.log(len(counts))) if len(counts) > 1 else 1.0,
             "minority_fraction": float(p.min())}
 
 
