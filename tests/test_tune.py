@@ -181,3 +181,70 @@ def test_the_transfer_sampler_trusts_the_stored_studies_that_rank_the_new_trials
     assert weights["unlike"] == 0 and weights["like-a"] > 0.3, weights
     assert abs(study.best_params["x"] - 0.2) < 0.05
     assert all(abs(t.params["x"] - 0.2) < 0.05 for t in done[-4:])  # once the weights are known, it stays there
+
+
+# -- the two uses: a classifier on a data set, a learner on a task family ----------------------
+
+from sklearn.datasets import load_iris  # noqa: E402
+from sklearn.model_selection import StratifiedKFold, cross_val_score  # noqa: E402
+from sklearn.pipeline import make_pipeline  # noqa: E402
+from sklearn.preprocessing import StandardScaler  # noqa: E402
+from sklearn.svm import SVC  # noqa: E402
+
+from modmeta import config  # noqa: E402
+from modmeta.cli import main  # noqa: E402
+from modmeta.evaluate import evaluate  # noqa: E402
+from modmeta.tune import classifier_objective, family_features, learner_objective  # noqa: E402
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def test_tuning_a_classifier_scores_each_configuration_by_cross_validated_accuracy():
+    x, y = load_iris(return_X_y=True)
+    study = tune(classifier_objective(x, y, seed=0), Store(None), "iris", meta_features(x, y), trials=4)
+    best = study.best_params
+    svm = make_pipeline(StandardScaler(), SVC(C=best["svc__C"], gamma=best["svc__gamma"]))
+    expected = cross_val_score(svm, x, y, cv=StratifiedKFold(3, shuffle=True, random_state=0)).mean()
+    assert study.best_value == pytest.approx(expected) and 0.3 < expected <= 1
+
+
+def test_tuning_a_learner_scores_a_short_run_on_the_validation_split(tmp_path):
+    path = tmp_path / "maml.yaml"
+    path.write_text("tasks: {name: sinusoid, shots: 5, queries: 5}\nmodel: {name: mlp, hidden: [8]}\n"
+                    "learner: {name: maml, inner_lr: 0.01}\ntrain: {iterations: 1000, meta_batch: 4}\n")
+    study = optuna.create_study(direction="maximize")
+    study.enqueue_trial({"learner.inner_lr": 0.05, "train.lr": 0.003})
+    study.optimize(learner_objective(path, iterations=3, episodes=5), n_trials=1)
+    assert study.trials[0].params == {"learner.inner_lr": 0.05, "train.lr": 0.003}  # no inner_steps: not in the config
+    run = config.build(config.load(path, ["learner.inner_lr=0.05", "train.lr=0.003"]))
+    config.trainer(run, None, progress=False).fit(3)
+    mse = evaluate(run.learner, run.tasks.split("val"), episodes=5, seed=run.config.train.val_seed).mean
+    assert study.trials[0].value == pytest.approx(-mse)
+
+
+def test_modmeta_tune_stores_each_task_family_and_warm_starts_from_the_nearest(tmp_path, capsys):
+    url = f"sqlite:///{tmp_path / 'tune.db'}"
+    short = ["--iterations", "2", "--episodes", "4", "--set", "train.meta_batch=2"]
+    assert main(["tune", str(CONFIGS / "sinusoid-maml.yaml"), "--trials", "2", "--store", url, *short]) == 0
+    assert main(["tune", str(CONFIGS / "sinusoid-fomaml.yaml"), "--trials", "2", "--store", url, "--warm-start", "1",
+                 *short]) == 0
+    assert "sinusoid-fomaml: best score" in capsys.readouterr().out
+    store = Store(url)
+    assert store.load("sinusoid-fomaml").trials[0].params == store.best_params("sinusoid-maml")
+    assert store.features()["sinusoid-maml"] == pytest.approx(family_features(config.build(
+        config.load(CONFIGS / "sinusoid-maml.yaml")).tasks))
+    assert main(["tune", str(CONFIGS / "sinusoid-maml.yaml"), "--trials", "0", "--store", url]) == 1
+
+
+def test_family_features_average_the_meta_features_of_sampled_tasks():
+    import modmeta as mm
+
+    x = torch.cat([torch.zeros(4, 2), torch.ones(4, 2)])  # class 0 all zeros, class 1 all ones
+    family = mm.tasks.ClassificationFamily(x, [0] * 4 + [1] * 4, ways=2, shots=1, queries=3)
+    f = family_features(family, episodes=3)
+    # every task: 8 examples, 2 balanced classes, features half zeros half ones (mean 0.5, std 0.5)
+    assert f == pytest.approx({"examples": 8, "features": 2, "classes": 2, "class_entropy": math.log(2),
+                               "class_balance": 1, "minority_fraction": 0.5, "feature_mean": 0.5,
+                               "feature_std": 0.5, "feature_skewness": 0, "feature_kurtosis": -2})
+    sines = family_features(mm.tasks.Sinusoid(shots=10, queries=10), episodes=2)
+    assert sines["examples"] == 20 and sines["features"] == 1 and "classes" not in sines

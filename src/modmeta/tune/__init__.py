@@ -11,12 +11,13 @@ Optuna and scikit-learn are imported only when a name that needs them is first u
 from importlib import import_module
 from typing import Any
 
-from modmeta.tune.features import meta_features
+from modmeta.tune.features import family_features, meta_features
 
 _LAZY = {"Store": "store", "tune": "search", "warm_configurations": "search", "learned_defaults": "search",
-         "importance": "search", "Surrogate": "search", "TransferSampler": "search"}
+         "importance": "search", "Surrogate": "search", "TransferSampler": "search",
+         "classifier_objective": "objectives", "learner_objective": "objectives"}
 
-__all__ = ["meta_features", *_LAZY]
+__all__ = ["meta_features", "family_features", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

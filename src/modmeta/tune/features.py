@@ -118,3 +118,29 @@ def _learned(x: Any, embed: Callable[[torch.Tensor], torch.Tensor]) -> dict[str,
     if z.ndim != 2 or len(z) != len(inputs):
         raise ValueError(f"embed must map x of {len(inputs)} examples to embeddings [N, E], got shape {tuple(z.shape)}")
     return {f"embedding_{i}": float(v) for i, v in enumerate(z.double().mean(0).tolist())}
+
+
+def family_features(family: Any, episodes: int = 10, seed: int = 0,
+                    kinds: Sequence[str] = ("simple", "statistical")) -> dict[str, float]:
+    """The meta-features of a task family: those of ``episodes`` sampled tasks (support and
+    query sets together), averaged over the tasks.
+
+    A regression family's targets are not classes: its tasks are described by the
+    ``"statistical"`` meta-features of the inputs and targets side by side, plus their sizes.
+    """
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    x_support, y_support, x_query, y_query = family.sample(episodes, torch.Generator().manual_seed(seed)).tensors()
+    total: dict[str, float] = {}
+    for i in range(episodes):
+        x = torch.cat([x_support[i], x_query[i]]).flatten(1)
+        y = torch.cat([y_support[i], y_query[i]])
+        if y.is_floating_point():
+            features = meta_features(torch.cat([x, y.flatten(1)], 1), torch.zeros(len(y), dtype=torch.int64),
+                                     kinds=("statistical",))
+            features |= {"examples": float(len(x)), "features": float(x.shape[1])}
+        else:
+            features = meta_features(x, y, kinds=kinds)
+        for name, value in features.items():
+            total[name] = total.get(name, 0.0) + value / episodes
+    return total
