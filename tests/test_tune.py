@@ -71,7 +71,7 @@ from pathlib import Path  # noqa: E402
 
 import optuna  # noqa: E402
 
-from modmeta.tune import Store, TransferSampler, importance, learned_defaults, tune  # noqa: E402
+from modmeta.tune import Store, Surrogate, TransferSampler, importance, learned_defaults, tune  # noqa: E402
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -157,6 +157,16 @@ def test_learned_defaults_have_the_best_average_rank_across_data_sets():
             study.enqueue_trial({"k": config})
         study.optimize(lambda t, table=table: table[t.suggest_categorical("k", ["a", "b", "c"])], n_trials=3)
     assert learned_defaults(store, n=3) == [{"k": "b"}, {"k": "a"}, {"k": "c"}]
+
+
+def test_a_surrogate_interpolates_by_inverse_distance_and_knows_what_it_tried():
+    study = optuna.create_study(direction="maximize")
+    for x in (0.0, 1.0):
+        study.enqueue_trial({"x": x})
+    study.optimize(lambda t: t.suggest_float("x", 0.0, 1.0), n_trials=2)  # score = x
+    model = Surrogate(study, {"x": optuna.distributions.FloatDistribution(0.0, 1.0)})
+    # x = 0.25: weights 1/0.25 and 1/0.75 on scores 0 and 1, so (4 * 0 + 4/3 * 1) / (16/3) = 0.25
+    assert model.predict([{"x": 0.25}, {"x": 1.0}], exact=True) == pytest.approx([0.25, 1.0])
 
 
 def test_importance_across_data_sets_finds_the_hyperparameter_that_matters():

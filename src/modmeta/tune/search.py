@@ -89,7 +89,7 @@ def importance(store: Store, names: Sequence[str] | None = None, seed: int = 0) 
     for study in studies:
         evaluator = optuna.importance.FanovaImportanceEvaluator(seed=seed)
         for param, value in optuna.importance.get_param_importances(study, evaluator=evaluator).items():
-            total[param] = total.get(param, 0.0) + value / len(studies)
+            total[param] = total.get(param, 0.0) + float(value) / len(studies)
     return dict(sorted(total.items(), key=lambda kv: -kv[1]))
 
 
