@@ -164,9 +164,10 @@ def test_a_surrogate_interpolates_by_inverse_distance_and_knows_what_it_tried():
     for x in (0.0, 1.0):
         study.enqueue_trial({"x": x})
     study.optimize(lambda t: t.suggest_float("x", 0.0, 1.0), n_trials=2)  # score = x
-    model = Surrogate(study, {"x": optuna.distributions.FloatDistribution(0.0, 1.0)})
+    model = Surrogate(study.trials, {"x": optuna.distributions.FloatDistribution(0.0, 1.0)})
     # x = 0.25: weights 1/0.25 and 1/0.75 on scores 0 and 1, so (4 * 0 + 4/3 * 1) / (16/3) = 0.25
     assert model.predict([{"x": 0.25}, {"x": 1.0}], exact=True) == pytest.approx([0.25, 1.0])
+    assert model.leave_one_out() == pytest.approx([1.0, 0.0])  # each trial predicted by the other
 
 
 def test_importance_across_data_sets_finds_the_hyperparameter_that_matters():
@@ -186,9 +187,8 @@ def test_the_transfer_sampler_trusts_the_stored_studies_that_rank_the_new_trials
     study = optuna.create_study(direction="maximize", sampler=sampler)
     study.optimize(_bowl(0.2), n_trials=8)
     done = study.trials
-    weights = dict(zip(store.names(), sampler.weights([t.params for t in done], np.array([t.value for t in done]),
-                                                      study.direction)))
-    assert weights["unlike"] == 0 and weights["like-a"] > 0.3, weights
+    weights = dict(zip([*store.names(), "own"], sampler.weights(done, study.direction)))
+    assert weights["unlike"] == 0 and weights["like-a"] > 0.2 and sum(weights.values()) == pytest.approx(1), weights
     assert abs(study.best_params["x"] - 0.2) < 0.05
     assert all(abs(t.params["x"] - 0.2) < 0.05 for t in done[-4:])  # once the weights are known, it stays there
 
@@ -232,6 +232,15 @@ def test_tuning_a_learner_scores_a_short_run_on_the_validation_split(tmp_path):
     assert study.trials[0].value == pytest.approx(-mse)
 
 
+def test_a_learner_configuration_that_diverges_is_pruned_and_counts_as_a_trial(tmp_path):
+    path = tmp_path / "maml.yaml"
+    path.write_text("tasks: {name: sinusoid, shots: 5, queries: 5}\nmodel: {name: mlp, hidden: [8]}\n"
+                    "learner: {name: maml, inner_lr: 0.01}\ntrain: {iterations: 1000, meta_batch: 4}\n")
+    wild = {"learner.inner_lr": optuna.distributions.FloatDistribution(1e10, 1e12, log=True)}
+    study = tune(learner_objective(path, iterations=3, episodes=5, space=wild), Store(None), "wild", {"a": 1.0}, trials=2)
+    assert [t.state.name for t in study.trials] == ["PRUNED", "PRUNED"]
+
+
 def test_modmeta_tune_stores_each_task_family_and_warm_starts_from_the_nearest(tmp_path, capsys):
     url = f"sqlite:///{tmp_path / 'tune.db'}"
     short = ["--iterations", "2", "--episodes", "4", "--set", "train.meta_batch=2"]
@@ -258,3 +267,14 @@ def test_family_features_average_the_meta_features_of_sampled_tasks():
                                "feature_std": 0.5, "feature_skewness": 0, "feature_kurtosis": -2})
     sines = family_features(mm.tasks.Sinusoid(shots=10, queries=10), episodes=2)
     assert sines["examples"] == 20 and sines["features"] == 1 and "classes" not in sines
+
+
+def test_kendall_tau_matches_scipy_with_and_without_ties():
+    from scipy.stats import kendalltau
+
+    from modmeta.tune.search import kendall_tau
+
+    rng = np.random.default_rng(0)
+    for a, b in ((rng.random(12), rng.random(12)), (rng.integers(0, 3, 15).astype(float), rng.integers(0, 4, 15) * 1.0)):
+        assert kendall_tau(a, b) == pytest.approx(kendalltau(a, b).statistic)
+    assert kendall_tau(np.ones(4), np.arange(4.0)) == 0.0

@@ -128,7 +128,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = command("tune", _tune, "search a learner's inner rate, inner steps and outer rate on the config's task family")
     p.add_argument("config", help="the YAML config (see configs/)")
-    p.add_argument("--trials", type=int, required=True, help="completed trials the study should hold")
+    p.add_argument("--trials", type=int, required=True, help="finished trials the study should hold (a diverged run counts, pruned)")
     p.add_argument("--store", default="sqlite:///modmeta-tune.db",
                    help="Optuna storage URL of the experience store (default: sqlite:///modmeta-tune.db)")
     p.add_argument("--warm-start", type=int, default=0, metavar="K",
@@ -298,8 +298,9 @@ def _tune(args: argparse.Namespace) -> int:
     features = tune.family_features(config.build(config.load(args.config, args.set)).tasks)
     objective = tune.learner_objective(args.config, args.iterations, args.episodes, args.set)
     study = tune.tune(objective, tune.Store(args.store), name, features, args.trials, warm_start=args.warm_start)
+    pruned = sum(t.state.name == "PRUNED" for t in study.trials)
     print(f"{name}: best score {study.best_value:.4g} (accuracy, or minus the MSE) with {study.best_params} "
-          f"after {len(study.trials)} trials\nstore: {args.store} (study {name!r})")
+          f"after {len(study.trials)} trials ({pruned} pruned: diverged)\nstore: {args.store} (study {name!r})")
     return 0
 
 

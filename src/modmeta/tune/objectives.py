@@ -9,6 +9,7 @@ Both are maximised: a regression family's score is minus its MSE.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -76,9 +77,12 @@ def learner_objective(path: str | Path, iterations: int, episodes: int = 100, ov
     for ``iterations`` with the suggested values of ``space`` (config keys; default
     :data:`LEARNER_SPACE`, less the ``learner.*`` keys the config's learner section does not
     set, such as a metric learner's inner rate) and returns its validation score over
-    ``episodes`` episodes: the accuracy, or minus the MSE. Nothing is written to disk."""
+    ``episodes`` episodes: the accuracy, or minus the MSE. A run that diverges (a loss gone
+    NaN, infinite or exploding, in training or in the validation's adaptation) is pruned,
+    which Optuna's samplers count as worse than any score. Nothing is written to disk."""
     from modmeta import config
     from modmeta.evaluate import evaluate
+    from modmeta.train import Diverged
 
     cfg = config.load(path, list(overrides))
     space = dict(space or LEARNER_SPACE)
@@ -91,9 +95,14 @@ def learner_objective(path: str | Path, iterations: int, episodes: int = 100, ov
         values = suggest(trial, space)
         tried = config.load(path, [*overrides, "train.val_every=0", *(f"{k}={v}" for k, v in values.items())])
         run = config.build(tried)
-        config.trainer(run, None, progress=False).fit(iterations)
+        try:
+            config.trainer(run, None, progress=False).fit(iterations)
+        except Diverged as e:  # a configuration too unstable to train: the worst kind, not an error
+            raise optuna.TrialPruned(f"diverged: {e}") from None
         result = evaluate(run.learner, config.evaluation_tasks(run).split("val"), episodes=episodes,
                           steps=tried.eval.steps, seed=tried.train.val_seed)
+        if not math.isfinite(result.mean):  # trained, but adapting at evaluation blows up
+            raise optuna.TrialPruned(f"the validation {result.metric} is {result.mean}")
         return result.mean if result.metric == "accuracy" else -result.mean
 
     return objective

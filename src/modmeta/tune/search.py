@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution
-from scipy.stats import kendalltau, rankdata
+from scipy.stats import rankdata
 
 from modmeta.tune.store import Store
 
@@ -28,8 +28,8 @@ COMPLETE = optuna.trial.TrialState.COMPLETE
 def tune(objective: Callable[[optuna.Trial], float], store: Store, name: str, features: Mapping[str, float],
          trials: int, warm_start: int = 0, sampler: optuna.samplers.BaseSampler | None = None,
          direction: str = "maximize", seed: int = 0) -> optuna.Study:
-    """Search ``objective`` on data set ``name`` until its study holds ``trials`` completed
-    trials, and keep the study (with ``features``) in ``store``.
+    """Search ``objective`` on data set ``name`` until its study holds ``trials`` finished
+    (completed or pruned) trials, and keep the study (with ``features``) in ``store``.
 
     A new study with ``warm_start=k`` first tries the best configurations of the ``k`` stored
     data sets nearest to ``features``; the sampler (default: TPE seeded with ``seed``) chooses
@@ -41,7 +41,7 @@ def tune(objective: Callable[[optuna.Trial], float], store: Store, name: str, fe
     if warm_start and not study.trials:
         for params in warm_configurations(store, features, warm_start, exclude=[name]):
             study.enqueue_trial(params)
-    done = sum(t.state == COMPLETE for t in study.trials)
+    done = sum(t.state in (COMPLETE, optuna.trial.TrialState.PRUNED) for t in study.trials)
     if done < trials:
         study.optimize(objective, n_trials=trials - done)
     return study
@@ -68,12 +68,10 @@ def learned_defaults(store: Store, names: Sequence[str] | None = None, n: int = 
     did not try is scored there by that study's k-nearest-neighbour surrogate."""
     studies = _studies(store, names)
     space = _space(studies)
-    candidates: list[dict[str, Any]] = []
-    for study in studies:
-        candidates += [t.params for t in _completed(study) if t.params not in candidates]
+    candidates = list({_key(t.params): t.params for study in studies for t in _completed(study)}.values())
     ranks = np.zeros(len(candidates))
     for study in studies:
-        model = Surrogate(study, space)
+        model = Surrogate(_completed(study), space)
         ranks += _ranks(model.predict(candidates, exact=True), study.direction)
     return [candidates[i] for i in np.argsort(ranks, kind="stable")[:n]]
 
@@ -95,13 +93,13 @@ def importance(store: Store, names: Sequence[str] | None = None, seed: int = 0) 
 
 class Surrogate:
     """A study's score as a function of the configuration: the distance-weighted mean score of
-    the ``neighbours`` nearest completed trials, configurations encoded in ``[0, 1]`` per
-    number (log-scaled where the distribution is) and one-hot per categorical value."""
+    the ``neighbours`` nearest of its completed ``trials``, configurations encoded in ``[0, 1]``
+    per number (log-scaled where the distribution is) and one-hot per categorical value."""
 
-    def __init__(self, study: optuna.Study, space: Mapping[str, BaseDistribution], neighbours: int = 5) -> None:
-        trials = _completed(study)
+    def __init__(self, trials: Sequence[optuna.trial.FrozenTrial], space: Mapping[str, BaseDistribution],
+                 neighbours: int = 5) -> None:
         if not trials:
-            raise ValueError(f"the study {study.study_name!r} has no completed trial to model")
+            raise ValueError("a surrogate needs at least one completed trial to model")
         self.space, self.neighbours = dict(space), neighbours
         self.params = [t.params for t in trials]
         self.x = encode(self.params, self.space)
@@ -109,16 +107,28 @@ class Surrogate:
 
     def predict(self, configs: Sequence[Mapping[str, Any]], exact: bool = False) -> np.ndarray:
         """Predicted scores of ``configs``; with ``exact``, a configuration the study tried gets its score."""
-        z = encode(configs, self.space)
-        d = np.sqrt(((z[:, None, :] - self.x[None]) ** 2).sum(-1))
-        k = min(self.neighbours, len(self.y))
-        near = np.argsort(d, axis=1, kind="stable")[:, :k]
-        w = 1.0 / (np.take_along_axis(d, near, 1) + 1e-9)
-        prediction = (w * self.y[near]).sum(1) / w.sum(1)
+        prediction = self.predict_encoded(encode(configs, self.space))
         if exact:
             seen = {_key(p): v for p, v in zip(self.params, self.y)}
             prediction = np.array([seen.get(_key(c), p) for c, p in zip(configs, prediction)])
         return prediction
+
+    def predict_encoded(self, z: np.ndarray) -> np.ndarray:
+        """Predicted scores of configurations already encoded by :func:`encode` over this space."""
+        return self._weighted(np.sqrt(((z[:, None, :] - self.x[None]) ** 2).sum(-1)))
+
+    def leave_one_out(self) -> np.ndarray:
+        """Each trial's score as predicted from the other trials (needs two or more)."""
+        d = np.sqrt(((self.x[:, None, :] - self.x[None]) ** 2).sum(-1))
+        np.fill_diagonal(d, np.inf)
+        return self._weighted(d, len(self.y) - 1)
+
+    def _weighted(self, d: np.ndarray, most: int | None = None) -> np.ndarray:
+        """The inverse-distance-weighted mean score of the nearest trials, given distances ``d [M, trials]``."""
+        k = min(self.neighbours, most or len(self.y))
+        near = np.argpartition(d, k - 1, axis=1)[:, :k]  # the k nearest, in no particular order
+        w = 1.0 / (np.take_along_axis(d, near, 1) + 1e-9)
+        return (w * self.y[near]).sum(1) / w.sum(1)
 
 
 class TransferSampler(optuna.samplers.BaseSampler):
@@ -127,17 +137,18 @@ class TransferSampler(optuna.samplers.BaseSampler):
 
     Each stored study ``names`` (default: all with meta-features) gets a :class:`Surrogate`. At
     every trial, ``candidates`` random configurations plus the stored studies' best ones (less
-    those tried) are scored by the weighted sum of the surrogates' standardised predictions;
-    a study's weight is its Kendall τ with this study's scores (0 when negative), all equal
-    until two trials are done. When no stored study ranks the trials positively, ``fallback``
-    (default: TPE seeded with ``seed``) samples instead.
+    those tried) are scored by the weighted sum of the surrogates' standardised predictions,
+    the new study's own surrogate among them (as in the ranking-weighted ensemble of Feurer et
+    al.): a surrogate's weight is its Kendall τ with this study's scores (0 when negative; see
+    :meth:`weights`). When no surrogate ranks the trials positively, ``fallback`` (default: TPE
+    seeded with ``seed``) samples instead.
     """
 
     def __init__(self, store: Store, names: Sequence[str] | None = None, candidates: int = 256, seed: int = 0,
                  fallback: optuna.samplers.BaseSampler | None = None) -> None:
         studies = _studies(store, names)
         self.space = _space(studies)
-        self.models = [Surrogate(s, self.space) for s in studies]
+        self.models = [Surrogate(_completed(s), self.space) for s in studies]
         self.bests = [s.best_params for s in studies]
         self.candidates = candidates
         self.rng = np.random.default_rng(seed)
@@ -151,27 +162,33 @@ class TransferSampler(optuna.samplers.BaseSampler):
                         search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
         """The candidate with the best weighted prediction, or ``{}`` to let the fallback sample."""
         done = _completed(study)
-        weights = self.weights([t.params for t in done], np.array([t.value for t in done]), study.direction)
+        weights = self.weights(done, study.direction)
         if not weights.any():
             return {}
         tried = {_key(t.params) for t in done}
-        pool = [c for c in self.bests + [sample(self.space, self.rng) for _ in range(self.candidates)]
-                if _key(c) not in tried]
+        drawn = self.bests + [sample(self.space, self.rng) for _ in range(self.candidates)]
+        pool = list({_key(c): c for c in drawn if _key(c) not in tried}.values())
         if not pool:
             return {}
-        score = sum(w * _standardised(m.predict(pool), study.direction)
-                    for w, m in zip(weights, self.models) if w > 0)
+        z = encode(pool, self.space)
+        models = self.models + ([Surrogate(done, self.space)] if weights[-1] > 0 else [])
+        score = sum(w * _standardised(m.predict_encoded(z), study.direction)
+                    for w, m in zip(weights, models) if w > 0)
         return dict(pool[int(np.argmax(score))])
 
-    def weights(self, params: Sequence[Mapping[str, Any]], values: np.ndarray,
-                direction: optuna.study.StudyDirection) -> np.ndarray:
-        """Each stored study's weight: equal before two trials, then its Kendall τ with ``values``
-        (sign-flipped when minimising), 0 when negative or undefined; summing to 1 unless all 0."""
-        if len(values) < 2:
-            return np.full(len(self.models), 1.0 / len(self.models))
+    def weights(self, trials: Sequence[optuna.trial.FrozenTrial], direction: optuna.study.StudyDirection) -> np.ndarray:
+        """The weight of each stored study's surrogate, then of the new study's own, given its
+        completed ``trials``: each its Kendall τ with the trials' scores (sign-flipped when
+        minimising; the own surrogate's by leave-one-out, from three trials on), 0 when
+        negative, normalised to sum 1 unless all are 0; before two trials, the stored ones equal."""
+        if len(trials) < 2:
+            return np.append(np.full(len(self.models), 1.0 / len(self.models)), 0.0)
         sign = 1.0 if direction == optuna.study.StudyDirection.MAXIMIZE else -1.0
-        taus = np.array([kendalltau(m.predict(params), values).statistic for m in self.models]) * sign
-        taus = np.where(np.isnan(taus), 0.0, np.maximum(taus, 0.0))
+        values = np.array([t.value for t in trials])
+        z = encode([t.params for t in trials], self.space)
+        taus = [kendall_tau(m.predict_encoded(z), values) for m in self.models]
+        own = kendall_tau(Surrogate(trials, self.space).leave_one_out(), values) if len(trials) >= 3 else 0.0
+        taus = np.maximum(np.array(taus + [own]) * sign, 0.0)
         return taus / taus.sum() if taus.sum() > 0 else taus
 
     def sample_independent(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, param_name: str,
@@ -219,6 +236,15 @@ def sample(space: Mapping[str, BaseDistribution], rng: np.random.Generator) -> d
             value = dist.low + round((value - dist.low) / step) * step
         config[name] = int(round(value)) if isinstance(dist, optuna.distributions.IntDistribution) else float(value)
     return config
+
+
+def kendall_tau(a: np.ndarray, b: np.ndarray) -> float:
+    """Kendall's τ-b rank correlation of ``a`` and ``b`` (as ``scipy.stats.kendalltau``, without
+    its per-call overhead, which dominated the sampler); 0 when either is constant."""
+    upper = np.triu_indices(len(a), k=1)
+    da, db = np.sign(a[:, None] - a[None])[upper], np.sign(b[:, None] - b[None])[upper]
+    ties = np.count_nonzero(da) * np.count_nonzero(db)
+    return float((da * db).sum() / math.sqrt(ties)) if ties else 0.0
 
 
 def _studies(store: Store, names: Sequence[str] | None) -> list[optuna.Study]:
