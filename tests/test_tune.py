@@ -278,3 +278,14 @@ def test_kendall_tau_matches_scipy_with_and_without_ties():
     for a, b in ((rng.random(12), rng.random(12)), (rng.integers(0, 3, 15).astype(float), rng.integers(0, 4, 15) * 1.0)):
         assert kendall_tau(a, b) == pytest.approx(kendalltau(a, b).statistic)
     assert kendall_tau(np.ones(4), np.arange(4.0)) == 0.0
+
+
+def test_the_store_refuses_a_path_for_a_url_and_names_what_it_holds():
+    with pytest.raises(ValueError, match="write sqlite:///tune.db"):
+        Store("tune.db")
+    store = Store(None)
+    store.study("a", {"size": 1.0})
+    with pytest.raises(KeyError, match=r"no study 'b' in the store; it holds \['a'\]"):
+        store.load("b")
+    with pytest.raises(ValueError, match="no completed trial yet"):
+        store.best_params("a")
