@@ -48,6 +48,9 @@ EXAMPLES = {
   modmeta seeds configs/sinusoid-maml.yaml --out runs/maml-seeds --seeds 0 1 2 3 4 --set train.iterations=5000""",
     "phases": """examples:
   modmeta phases configs/forgetting-sinusoid-sums.yaml --out runs/forgetting""",
+    "tune": """examples:
+  modmeta tune configs/sinusoid-maml.yaml --trials 20 --store sqlite:///tune.db --iterations 300
+  modmeta tune configs/sinusoid-fomaml.yaml --trials 20 --store sqlite:///tune.db --iterations 300 --warm-start 1""",
     "demo": """examples:
   modmeta demo                 # about two minutes on a laptop CPU
   modmeta demo --out /tmp/demo --iterations 2000""",
@@ -139,6 +142,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder of the runs: OUT/1-NAME, OUT/2-NAME, ..., OUT/phases.json")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeatable)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    p = command("tune", _tune, "search a learner's inner rate, inner steps and outer rate on the config's task family")
+    p.add_argument("config", help="the YAML config (see configs/)")
+    p.add_argument("--trials", type=int, required=True, help="finished trials the study should hold (a diverged run counts, pruned)")
+    p.add_argument("--store", default="sqlite:///modmeta-tune.db",
+                   help="Optuna storage URL of the experience store (default: sqlite:///modmeta-tune.db)")
+    p.add_argument("--warm-start", type=int, default=0, metavar="K",
+                   help="first try the best configurations of the K stored task families nearest by meta-features")
+    p.add_argument("--name", help="the study's name in the store (default: the config file's name)")
+    p.add_argument("--iterations", type=int, default=500, help="meta-training iterations of each trial (default 500)")
+    p.add_argument("--episodes", type=int, default=100, help="validation episodes scoring each trial (default 100)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeatable)")
 
     p = command("demo", _demo, "meta-train MAML on sine regression and compare it with a pretrained baseline")
     p.add_argument("--out", default="runs/demo", help="where to write the runs and the plot (default: runs/demo)")
@@ -298,6 +313,21 @@ def _phases(args: argparse.Namespace) -> int:
     files.write_atomic(out / "phases.json", json.dumps(report, indent=1) + "\n")
     print(phases.table(report))
     print(f"wrote {out / 'phases.json'}")
+    return 0
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from modmeta import tune  # needs optuna and scikit-learn: pip install 'modmeta[tune]'
+
+    if args.trials < 1:
+        raise ValueError(f"--trials must be >= 1, got {args.trials}")
+    name = args.name or Path(args.config).stem
+    features = tune.family_features(config.build(config.load(args.config, args.set)).tasks)
+    objective = tune.learner_objective(args.config, args.iterations, args.episodes, args.set)
+    study = tune.tune(objective, tune.Store(args.store), name, features, args.trials, warm_start=args.warm_start)
+    pruned = sum(t.state.name == "PRUNED" for t in study.trials)
+    print(f"{name}: best score {study.best_value:.4g} (accuracy, or minus the MSE) with {study.best_params} "
+          f"after {len(study.trials)} trials ({pruned} pruned: diverged)\nstore: {args.store} (study {name!r})")
     return 0
 
 
