@@ -160,3 +160,16 @@ def test_demo_compares_maml_with_the_baseline(tmp_path, capsys):
     assert all(math.isfinite(e["mean"]) for e in results.values())
     for name in ("maml/best.pt", "pretrained/best.pt", "adaptation.png", "learning_curves.png"):
         assert (out / name).is_file()
+
+
+def test_the_best_step_of_a_long_curve_is_chosen_on_validation_episodes(trained, capsys):
+    assert main(["eval", str(trained), "--steps", "25", "--episodes", "20", "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    run = config.restore(trained)
+    val = mm.evaluate(run.learner, run.tasks.split("val"), episodes=10, steps=25, seed=run.config.train.val_seed)
+    means = [m for m, _ in val.curve]
+    chosen = record["best_step"]
+    assert chosen["step"] == means.index(min(means)) and chosen["episodes"] == 10  # train.val_episodes
+    assert chosen["val"] == list(val.curve[chosen["step"]]) and chosen["test"] == record["curve"][chosen["step"]]
+    assert main(["eval", str(trained), "--steps", "25", "--episodes", "20"]) == 0
+    assert "the best on 10 validation episodes" in capsys.readouterr().out

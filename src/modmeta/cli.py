@@ -223,6 +223,9 @@ def _eval(args: argparse.Namespace) -> int:
     if modules is not None:
         record["modules"] = modules.to_dict()
     record |= {k: v for k, v in report.items() if k in ("sigma", "inner_rates")}
+    chosen = _best_step_on_validation(run, result, split) if args.tasks is None and len(result.curve) > 21 else None
+    if chosen is not None:
+        record["best_step"] = chosen
     if args.tasks is None:  # the run's own evaluation, which `modmeta plot` draws
         files.write_atomic(Path(args.run_dir) / "eval.json", json.dumps(record) + "\n")
     else:
@@ -237,15 +240,35 @@ def _eval(args: argparse.Namespace) -> int:
     width = max(2, len(str(last)))
     for k in _shown_steps(last):
         print(f"  after {k:>{width}} step{'s' if k != 1 else ' '}  {_number(result.metric, *result.curve[k])}")
-    if last > 20:
-        means = [mean for mean, _ in result.curve]
-        best = (max if result.metric == "accuracy" else min)(range(last + 1), key=means.__getitem__)
-        print(f"  best    {_number(result.metric, *result.curve[best])} after {best} step{'s' if best != 1 else ''}")
+    if chosen is not None:
+        k = chosen["step"]
+        print(f"  after {k} step{'s' if k != 1 else ''}, the best on {chosen['episodes']} validation episodes "
+              f"({_number(result.metric, *chosen['val'])}): {_number(result.metric, *result.curve[k])}")
+    elif last > 20:
+        print("  (no step is picked as the best: the run has no validation split, and a step chosen on these "
+              "episodes would flatter the result)")
     if modules is not None:
         print(f"modules against the true components: {modules}")
     for text in _report_tables(report):
         print(text)
     return 0
+
+
+def _best_step_on_validation(run: config.Run, result: Evaluation, split: str) -> dict[str, Any] | None:
+    """The adaptation step of a long curve to report, chosen on validation episodes (never on
+    the episodes being reported), with its validation score; ``None`` when the run's tasks have
+    no validation split or the evaluation is of that split itself."""
+    if split == "val":
+        return None
+    try:
+        val = config.evaluation_tasks(run).split("val")
+    except (KeyError, ValueError):
+        return None
+    episodes = min(run.config.train.val_episodes, result.episodes)
+    curve = evaluate(run.learner, val, episodes=episodes, steps=len(result.curve) - 1, seed=run.config.train.val_seed).curve
+    means = [mean for mean, _ in curve]
+    best = (max if result.metric == "accuracy" else min)(range(len(means)), key=means.__getitem__)
+    return {"step": best, "episodes": episodes, "val": list(curve[best]), split: list(result.curve[best])}
 
 
 def _plot(args: argparse.Namespace) -> int:
