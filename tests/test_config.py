@@ -199,3 +199,10 @@ def test_a_config_refused_at_build_leaves_no_run_folder(tmp_path):
     out = tmp_path / "run"
     code = main(["train", str(CONFIGS[0].parent / "sinusoid-maml.yaml"), "--out", str(out), "--set", "model.hidden=[0]", "--set", "train.iterations=2"])
     assert code == 1 and not out.exists()
+
+
+@pytest.mark.parametrize("path", sorted((CONFIGS[0].parent / "paper").glob("*.yaml")), ids=lambda p: p.name)
+def test_paper_configs_are_valid_and_name_their_one_command(path):
+    c = config.load(path)
+    assert c.train.iterations >= 50_000  # a paper's full budget, not a CPU benchmark's
+    assert f"modmeta train configs/paper/{path.name} --out " in path.read_text()
