@@ -84,7 +84,6 @@ class Trainer:
       when a training loss exceeds ``max_loss`` (off by default), or when it exceeds
       ``max_loss_growth`` times the lowest logged training loss (a loss that grows without
       bound but stays finite); ``None`` turns either guard off.
-
     - ``distributed``: this process is one rank of :mod:`torch.distributed`'s default process
       group (``modmeta train --nproc N``, or ``torchrun`` and
       :func:`modmeta.train.distributed.init`): every rank draws the same meta-batch and
