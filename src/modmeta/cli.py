@@ -33,7 +33,7 @@ EXAMPLES = {
   modmeta train configs/sinusoid-maml.yaml --out runs/sinusoid-maml --resume   # after a stop or a kill
   modmeta train configs/sinusoid-maml.yaml --out runs/sinusoid-maml --device cpu
   modmeta train configs/omniglot-maml-5w1s.yaml --out runs/omniglot-maml --nproc 2   # the meta-batch over 2 processes
-  torchrun --nnodes 2 --nproc-per-node 4 --rdzv-backend c10d --rdzv-endpoint HOST:29400 -m modmeta.cli train CONFIG --out DIR""",
+  torchrun --nnodes 2 --node-rank 0 --nproc-per-node 4 --master-addr HOST --master-port 29400 -m modmeta.cli train CONFIG --out DIR   # node-rank 1 on the other machine""",
     "eval": """examples:
   modmeta eval runs/sinusoid-maml
   modmeta eval runs/sinusoid-maml --episodes 600 --steps 10 --json
