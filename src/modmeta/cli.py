@@ -24,14 +24,16 @@ import yaml
 
 from modmeta import config, phases, plot, registry, seeds, structures
 from modmeta.evaluate import Evaluation, evaluate
-from modmeta.train import Trainer, checkpoint, files
+from modmeta.train import Trainer, checkpoint, distributed, files
 
 EXAMPLES = {
     "train": """examples:
   modmeta train configs/sinusoid-maml.yaml --out runs/sinusoid-maml
   modmeta train configs/sinusoid-maml.yaml --out runs/try --set learner.inner_lr=0.02 --set train.iterations=5000
   modmeta train configs/sinusoid-maml.yaml --out runs/sinusoid-maml --resume   # after a stop or a kill
-  modmeta train configs/sinusoid-maml.yaml --out runs/sinusoid-maml --device cpu""",
+  modmeta train configs/sinusoid-maml.yaml --out runs/sinusoid-maml --device cpu
+  modmeta train configs/omniglot-maml-5w1s.yaml --out runs/omniglot-maml --nproc 2   # the meta-batch over 2 processes
+  torchrun --nnodes 2 --node-rank 0 --nproc-per-node 4 --master-addr HOST --master-port 29400 -m modmeta.cli train CONFIG --out DIR   # node-rank 1 on the other machine""",
     "eval": """examples:
   modmeta eval runs/sinusoid-maml
   modmeta eval runs/sinusoid-maml --episodes 600 --steps 10 --json
@@ -110,6 +112,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="continue the run in --out from its newest checkpoint (exactly as if never stopped)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--device", help=f"device to train on (default: the config's device, auto): {DEVICE_HELP}")
+    p.add_argument("--nproc", type=int, default=1,
+                   help="split each meta-batch over this many processes on this machine (default 1; under "
+                        "torchrun the processes are torchrun's)")
 
     p = command("eval", _eval, "evaluate a run's best checkpoint on the meta-test split, or on other tasks")
     p.add_argument("run_dir", metavar="DIR", help="a run folder written by `modmeta train`")
@@ -170,8 +175,45 @@ def _train(args: argparse.Namespace) -> int:
     cfg = config.load(args.config, [*args.set, *([f"device={args.device}"] if args.device else [])])
     if cfg.phases:
         raise ValueError(f"{args.config} has phases: train them in turn with `modmeta phases {args.config} --out DIR`")
+    place = distributed.environment()
+    if args.nproc != 1:
+        if args.nproc < 1 or place is not None:
+            raise ValueError(f"--nproc must be >= 1 and is for one machine without torchrun, got {args.nproc}"
+                             f"{' under torchrun (its --nproc-per-node sets the processes)' if place else ''}")
+        distributed.launch(_train_process, args.nproc, args)
+        return 0
+    if place is not None:
+        return _train_distributed(args, cfg, place)
+    return _train_here(args, cfg, config.build(cfg), in_group=False)
+
+
+def _train_process(args: argparse.Namespace) -> None:
+    """One process of ``train --nproc N`` (started by :func:`distributed.launch`)."""
+    args.nproc = 1
+    _train(args)
+
+
+def _train_distributed(args: argparse.Namespace, cfg: config.Config, place: distributed.Environment) -> int:
+    """``train`` as one process of a distributed run: rank 0 holds the run folder, the others
+    only compute; a GPU run uses GPU ``LOCAL_RANK``."""
+    device = config.resolve_device(cfg.device)
+    if device.type == "cuda":
+        device = torch.device("cuda", place.local_rank)
+    distributed.init(device)
+    try:
+        run = config.build(cfg)
+        run.learner.to(device)
+        if place.rank == 0:
+            return _train_here(args, cfg, run, in_group=True)
+        config.trainer(run, args.out, progress=False, distributed=True).fit(cfg.train.iterations, resume=args.resume)
+        return 0
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def _train_here(args: argparse.Namespace, cfg: config.Config, run: config.Run, in_group: bool) -> int:
+    """``train`` in this process: prepare the run folder, train, report (rank 0 of a distributed run)."""
     out = Path(args.out)
-    run = config.build(cfg)  # arguments a constructor refuses fail before the folder is made
     with files.lock(out):
         files.claim(out, existing_run=args.resume and checkpoint.holds_run(out))
         if checkpoint.holds_run(out) and not args.resume:
@@ -185,7 +227,7 @@ def _train(args: argparse.Namespace) -> int:
                                  f"resume with the same config and --set values, or train into another --out")
         else:
             files.write_atomic(saved, yaml.safe_dump(run.config.to_dict(), sort_keys=False))
-        trainer = config.trainer(run, out, progress=not args.quiet)
+        trainer = config.trainer(run, out, progress=not args.quiet, distributed=in_group)
         return _fit(trainer, cfg, out, args.resume)
 
 

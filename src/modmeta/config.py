@@ -290,8 +290,10 @@ def build(config: Config) -> Run:
     return Run(resolved, learner, tasks)
 
 
-def trainer(run: Run, out: str | Path | None = None, progress: bool = True, callbacks: Sequence[Any] = ()) -> Trainer:
-    """A :class:`modmeta.Trainer` with the config's training settings (and ``callbacks``)."""
+def trainer(run: Run, out: str | Path | None = None, progress: bool = True, callbacks: Sequence[Any] = (),
+            distributed: bool = False) -> Trainer:
+    """A :class:`modmeta.Trainer` with the config's training settings (and ``callbacks``);
+    ``distributed``: one process of a distributed run (see :class:`modmeta.Trainer`)."""
     t = run.config.train
     val = evaluation_tasks(run).split("val") if t.val_every else None
     return Trainer(
@@ -300,6 +302,7 @@ def trainer(run: Run, out: str | Path | None = None, progress: bool = True, call
         val_seed=t.val_seed, out=out, checkpoint_every=t.checkpoint_every, log_every=t.log_every,
         progress=progress, config=run.config.to_dict(), max_loss=t.max_loss, max_loss_growth=t.max_loss_growth,
         scheduler=t.scheduler, clip_grad_norm=t.clip_grad_norm, autocast=t.autocast, callbacks=callbacks,
+        distributed=distributed,
     )
 
 

@@ -29,6 +29,11 @@ As a composition: the grad step is the outer update ``exact()`` of the selected 
 loss (after MoMA's inner steps, with any inner optimizer value), combined across tasks by
 ``aggregate``; tasks run as ``execution`` says.
 
+Distributed (:mod:`modmeta.train.distributed`): every process proposes the same structures for
+the whole meta-batch from the same generator, scores only its own tasks' current and proposed
+structures (the search's cost) and gathers the others' scores, so every process makes the same
+Metropolis decisions and its ``structures`` buffer stays identical to a single process's.
+
 Randomness: the learner draws from its own generators, seeded from ``seed`` and, in training,
 the iteration counter (a buffer), so a resumed run proposes what an uninterrupted one would.
 The search of :meth:`BounceGrad.curve` restarts from ``seed`` at each call: the same tasks get
@@ -57,6 +62,7 @@ from modmeta.meta.outer import OuterUpdate, Task
 from modmeta.models.functional import Params, parameters
 from modmeta.models.modular import ModularNet
 from modmeta.tasks.batch import TaskBatch
+from modmeta.train import distributed
 
 
 @dataclass(frozen=True)
@@ -233,7 +239,8 @@ class BounceGrad(Learner):
         with torch.no_grad():
             chosen, _, state, accept = anneal_step(
                 self.structures[ids], None, Annealing(self.temperature, self.accept_rate),
-                lambda s: self.score(s, xs, ys), lambda s: scheme.propose(s, k, g), target, g)
+                lambda s: distributed.gather([self.score(*distributed.share((s, xs, ys)))], len(ids))[0],
+                lambda s: scheme.propose(s, k, g), target, g)
         self.temperature.copy_(state.temperature)
         self.accept_rate.copy_(state.rate)
         self.structures[ids] = chosen

@@ -10,6 +10,11 @@ Each task of a meta-batch gives a surrogate scalar whose gradient is its meta-gr
   (``Aggregation(combine=...)``): gradient surgery across tasks (:func:`pcgrad`) or a gather
   across processes plugs in here, for every learner at once.
 
+In a distributed step (:mod:`modmeta.train.distributed`) :func:`backward` runs this process's
+share of the tasks: the mean's gradient is all-reduced, other combinations get every task's
+gradient gathered first, and the reported per-task numbers are gathered, so every learner
+built on :func:`backward` trains distributed without knowing it.
+
 Where the per-task gradients are formed, ``diagnostics`` adds the gradient-conflict statistics
 of seed 004 to what a training step reports (:func:`conflict`): the mean and minimum pairwise
 cosine of the tasks' meta-gradients, the fraction of conflicting pairs, and the norm of the
@@ -29,6 +34,7 @@ import torch
 
 from modmeta.meta.execution import TaskFn, map_tasks
 from modmeta.models.functional import Params
+from modmeta.train import distributed
 
 
 @dataclass(frozen=True)
@@ -123,19 +129,23 @@ def backward(task_fn: TaskFn, tensors: tuple[torch.Tensor, ...], execution: Lite
     the ``reported`` tensors, detached and stacked on a task axis, and the aggregation's
     statistics (``{}``, or :func:`conflict`'s with ``diagnostics``).
     """
+    total = tensors[0].shape[0]
+    tensors = distributed.share(tensors)  # this process's tasks when the trainer splits them
     n = tensors[0].shape[0]
     if aggregation.combine is None:
-        if execution == "vmap":
-            surrogate, *reported = map_tasks(task_fn, tensors, "vmap")
-            surrogate.mean().backward()
-            return tuple(r.detach() for r in reported), {}
+        with distributed.averaging(params, total):
+            if execution == "vmap":
+                surrogate, *reported = map_tasks(task_fn, tensors, "vmap")
+                surrogate.mean().backward()
+                reported = [r.detach() for r in reported]
+            else:
+                def each(*task: torch.Tensor) -> tuple[torch.Tensor, ...]:
+                    surrogate, *reported = task_fn(*task)
+                    (surrogate / n).backward()
+                    return tuple(r.detach() for r in reported)
 
-        def each(*task: torch.Tensor) -> tuple[torch.Tensor, ...]:
-            surrogate, *reported = task_fn(*task)
-            (surrogate / n).backward()
-            return tuple(r.detach() for r in reported)
-
-        return map_tasks(each, tensors, "loop"), {}
+                reported = map_tasks(each, tensors, "loop")
+        return distributed.gather(reported, total), {}
     names = [k for k, p in params.items() if p.requires_grad]
     live = [params[k] for k in names]
     if execution == "vmap":
@@ -153,6 +163,8 @@ def backward(task_fn: TaskFn, tensors: tuple[torch.Tensor, ...], execution: Lite
 
         out = map_tasks(each, tensors, "loop")
         per_task, reported = dict(zip(names, out[:len(names)])), out[len(names):]
+    gathered = distributed.gather([*per_task.values(), *(r.detach() for r in reported)], total)
+    per_task, reported = dict(zip(names, gathered[:len(names)])), gathered[len(names):]  # every task's, everywhere
     combined = aggregation.combine(per_task)
     set_gradients({k: params[k] for k in names}, combined)
     stats = conflict(per_task, combined) if aggregation.diagnostics else {}

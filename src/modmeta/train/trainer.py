@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+import torch.distributed as dist
 from tqdm import tqdm
 
 from modmeta import losses
@@ -41,6 +42,7 @@ from modmeta.evaluate import Evaluation, evaluate
 from modmeta.learners.base import Learner
 from modmeta.tasks.base import TaskFamily
 from modmeta.train import checkpoint, files
+from modmeta.train.distributed import broadcast_state, rank_and_world, splitting
 from modmeta.train.optimizers import OptimizerSpec, SchedulerSpec, make_optimizer, make_scheduler
 
 Schedule = Literal["constant", "linear"]
@@ -82,6 +84,12 @@ class Trainer:
       when a training loss exceeds ``max_loss`` (off by default), or when it exceeds
       ``max_loss_growth`` times the lowest logged training loss (a loss that grows without
       bound but stays finite); ``None`` turns either guard off.
+    - ``distributed``: this process is one rank of :mod:`torch.distributed`'s default process
+      group (``modmeta train --nproc N``, or ``torchrun`` and
+      :func:`modmeta.train.distributed.init`): every rank draws the same meta-batch and
+      computes the meta-gradient of its share of the tasks, the ranks combine them (see
+      :mod:`modmeta.train.distributed`) and step identically; all ranks start from rank 0's
+      state, and only rank 0 logs, validates, writes the run folder and calls the callbacks.
 
     ``seed`` seeds the task generator and the learner's own RNG state. ``callbacks`` are
     objects with any of ``on_log(trainer, record)``, ``on_validate(trainer, record)`` and
@@ -113,6 +121,7 @@ class Trainer:
         clip_grad_norm: float | None = None,
         autocast: Literal["bfloat16", "float16"] | None = None,
         callbacks: Sequence[Any] = (),
+        distributed: bool = False,
     ) -> None:
         for name, value in (("meta_batch", meta_batch), ("log_every", log_every),
                             ("checkpoint_every", checkpoint_every), ("val_episodes", val_episodes)):
@@ -131,6 +140,13 @@ class Trainer:
             raise ValueError(f"clip_grad_norm must be > 0 (or None: no clipping), got {clip_grad_norm}")
         if autocast is not None and autocast not in AUTOCAST:
             raise ValueError(f"autocast must be one of {', '.join(AUTOCAST)} (or None: off), got {autocast!r}")
+        if distributed and not dist.is_initialized():
+            raise ValueError("distributed=True needs torch.distributed's default process group: run under torchrun "
+                             "(or modmeta train --nproc N) and call modmeta.train.distributed.init(device) first")
+        self._rank, self._world = rank_and_world() if distributed else (0, 1)
+        if meta_batch < self._world:
+            raise ValueError(f"meta_batch ({meta_batch}) must be at least the number of processes ({self._world}): "
+                             f"each process needs a task; use fewer processes or a larger meta-batch")
         for callback in callbacks:
             if not any(hasattr(callback, name) for name in CALLBACKS):
                 raise TypeError(f"callback {callback!r} has none of the methods {', '.join(CALLBACKS)}")
@@ -183,9 +199,10 @@ class Trainer:
                 warnings.warn(f"the learner's {name} ({length}) exceeds the run's iterations ({iterations}): its "
                               f"schedule would stop part-way; set {name} to at most {iterations}, or train longer",
                               stacklevel=2)
-        if self.out is None:
-            if resume:
-                raise ValueError("resume needs a run folder (out=...)")
+        if self.out is None and resume:
+            raise ValueError("resume needs a run folder (out=...)")
+        if self.out is None or self._rank != 0:  # only rank 0 touches the run folder
+            self._share_state()
             return self._fit(iterations)
         with files.lock(self.out):
             files.claim(self.out, existing_run=resume and checkpoint.holds_run(self.out))
@@ -194,8 +211,17 @@ class Trainer:
             elif checkpoint.holds_run(self.out):
                 raise FileExistsError(f"{self.out} already holds a run: continue it with fit(..., resume=True), "
                                       f"or train into another folder")
+            self._share_state()
             _truncate_log(self.out / METRICS, self.iteration)
             return self._fit(iterations)
+
+    def _share_state(self) -> None:
+        """In a distributed run, every rank takes rank 0's state (its weights, or the checkpoint
+        it resumed from), so all ranks start identical; nothing in a single process."""
+        if self._world > 1:
+            state = broadcast_state(self.state() if self._rank == 0 else None)
+            if self._rank != 0:
+                self.load_state(state)
 
     def _resume(self) -> None:
         """Restore the newest checkpoint of ``out``, after checking it was written by this run;
@@ -223,11 +249,12 @@ class Trainer:
         """The loop of :meth:`fit`, in a folder already locked and prepared."""
         if self.iteration > iterations:
             raise ValueError(f"the run is already at iteration {self.iteration}, past the {iterations} asked for")
-        log = open(self.out / METRICS, "a") if self.out is not None else None  # noqa: SIM115
-        board = _tensorboard(self.out, self.iteration)
+        lead = self._rank == 0  # the one process that logs, validates and writes
+        log = open(self.out / METRICS, "a") if self.out is not None and lead else None  # noqa: SIM115
+        board = _tensorboard(self.out, self.iteration) if lead else None
         if board is not None and self.iteration == 0 and self.config is not None:
             _write_hparams(board, self.config, self._metric(), validating=bool(self.val_every))
-        terminal = self.progress and sys.stderr.isatty()  # else one summary line per log step, not a bar
+        terminal = self.progress and lead and sys.stderr.isatty()  # else one summary line per log step, not a bar
         bar = tqdm(total=iterations, initial=self.iteration, disable=not terminal, unit="it",
                    dynamic_ncols=True, file=sys.stderr)
         try:
@@ -241,7 +268,7 @@ class Trainer:
                 records = []
                 if i % self.log_every == 0 or final:
                     records.append(self._train_record())
-                if self.val_every and (i % self.val_every == 0 or final):
+                if self.val_every and lead and (i % self.val_every == 0 or final):
                     records.append(self._validate())
                 for r in records:
                     if log is not None:
@@ -250,13 +277,14 @@ class Trainer:
                         for k, v in r.items():
                             if isinstance(v, float):
                                 board.add_scalar(f"{r['split']}/{k}", v, i)
-                    self._notify("on_log" if r["split"] == "train" else "on_validate", r)
+                    if lead:
+                        self._notify("on_log" if r["split"] == "train" else "on_validate", r)
                 if log is not None and (i % self.checkpoint_every == 0 or final):
                     self.save(checkpoint_name=None)
                 bar.update(1)
                 if records:
                     bar.set_postfix(self._postfix(), refresh=False)
-                    if self.progress and not terminal:
+                    if self.progress and lead and not terminal:
                         print(self._summary(records, iterations), file=sys.stderr, flush=True)
         finally:
             bar.close()
@@ -278,7 +306,8 @@ class Trainer:
         with torch.random.fork_rng(devices=[]):
             torch.set_rng_state(self._rng)
             data = self.learner.draw(self.tasks, self.meta_batch, self.generator).to(param.device, param.dtype)
-            with self._precision(param.device):
+            split = splitting(type(self.learner).__name__) if self._world > 1 else contextlib.nullcontext()
+            with self._precision(param.device), split:
                 stats = self.learner.meta_backward(data)
             self._rng = torch.get_rng_state()
         loss = stats["loss"]
