@@ -172,4 +172,4 @@ def test_the_best_step_of_a_long_curve_is_chosen_on_validation_episodes(trained,
     assert chosen["step"] == means.index(min(means)) and chosen["episodes"] == 10  # train.val_episodes
     assert chosen["val"] == list(val.curve[chosen["step"]]) and chosen["test"] == record["curve"][chosen["step"]]
     assert main(["eval", str(trained), "--steps", "25", "--episodes", "20"]) == 0
-    assert "the best on 10 validation episodes" in capsys.readouterr().out
+    assert "chosen on 10 validation episodes" in capsys.readouterr().out

@@ -284,8 +284,8 @@ def _eval(args: argparse.Namespace) -> int:
         print(f"  after {k:>{width}} step{'s' if k != 1 else ' '}  {_number(result.metric, *result.curve[k])}")
     if chosen is not None:
         k = chosen["step"]
-        print(f"  after {k} step{'s' if k != 1 else ''}, the best on {chosen['episodes']} validation episodes "
-              f"({_number(result.metric, *chosen['val'])}): {_number(result.metric, *result.curve[k])}")
+        print(f"  best    {_number(result.metric, *result.curve[k])} after {k} step{'s' if k != 1 else ''}, the step "
+              f"chosen on {chosen['episodes']} validation episodes ({_number(result.metric, *chosen['val'])} there)")
     elif last > 20:
         print("  (no step is picked as the best: the run has no validation split, and a step chosen on these "
               "episodes would flatter the result)")
