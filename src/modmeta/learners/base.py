@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from modmeta.meta.execution import Choice
 from modmeta.tasks.base import TaskFamily
 from modmeta.tasks.batch import TaskBatch
 
@@ -31,6 +32,13 @@ class Learner(nn.Module, ABC):
     """
 
     inner_steps: int = 0
+    choice: Choice | None = None  # how a learner that maps its code over tasks batches them
+
+    @property
+    def execution(self) -> str | None:
+        """How the tasks are batched now, ``"vmap"`` or ``"loop"`` (see
+        :mod:`modmeta.meta.execution`); ``None`` for a learner without that choice."""
+        return None if self.choice is None else self.choice.current
 
     @abstractmethod
     def adapt(self, x_support: torch.Tensor, y_support: torch.Tensor, steps: int | None = None) -> Any:

@@ -57,7 +57,7 @@ from modmeta.learners.base import Learner
 from modmeta.meta import aggregate as aggregation
 from modmeta.meta import outer as outers
 from modmeta.meta.aggregate import Aggregation
-from modmeta.meta.execution import Execution, map_tasks, resolve
+from modmeta.meta.execution import Choice, Execution, map_tasks
 from modmeta.meta.outer import OuterUpdate, Task
 from modmeta.models.functional import Params, parameters
 from modmeta.models.modular import ModularNet
@@ -111,7 +111,7 @@ class BounceGrad(Learner):
         self.inner_steps = inner_steps
         self.outer = outers.exact() if outer is None else outer
         self.aggregate = aggregation.mean() if aggregate is None else aggregate
-        self.execution = resolve(execution, model)
+        self.choice = Choice(execution, model)
         self.search_steps = search_steps
         self.accept_start = accept_start
         self.accept_end = accept_end
@@ -250,8 +250,8 @@ class BounceGrad(Learner):
             outcome = self.outer(self.task(s, xs, ys, xq, yq))
             return outcome.surrogate, outcome.loss, outcome.metric
 
-        (task_losses, metrics), stats = aggregation.backward(task_fn, (chosen, xs, ys, xq, yq), self.execution,
-                                                    dict(self.named_parameters()), self.aggregate)
+        (task_losses, metrics), stats = self.choice.run(lambda execution: aggregation.backward(
+            task_fn, (chosen, xs, ys, xq, yq), execution, dict(self.named_parameters()), self.aggregate))
         self.step.add_(1)
         return {"loss": task_losses.mean().item(), "metric": metrics.mean().item(),
                 "accepted": accept.float().mean().item(), "temperature": float(self.temperature), **stats}

@@ -33,7 +33,7 @@ from modmeta.adapt.shrinkage import Shrinkage
 from modmeta.learners.base import Learner
 from modmeta.meta import aggregate as aggregation
 from modmeta.meta.aggregate import Aggregation
-from modmeta.meta.execution import Execution, map_tasks, resolve
+from modmeta.meta.execution import Choice, Execution, map_tasks
 from modmeta.meta.outer import OuterUpdate, Task, exact
 from modmeta.models.functional import Params, forward, parameters
 from modmeta.models.safety import check_outputs, check_stateless, functional_copy
@@ -89,7 +89,7 @@ class GradientLearner(Learner):
         self.shrinkage = None if prior is None else copy.deepcopy(prior).bind(params)
         self.outer = exact() if outer is None else outer
         self.aggregate = aggregation.mean() if aggregate is None else aggregate
-        self.execution = resolve(execution, self.model)
+        self.choice = Choice(execution, self.model)
 
     def check(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """Before ``torch.func`` runs the model on a task (``x``, ``y``: one task's support set):
@@ -176,8 +176,8 @@ class GradientLearner(Learner):
             outcome = self.outer(self.task(xs, ys, xq, yq))
             return outcome.surrogate, outcome.loss, outcome.metric
 
-        (task_losses, metrics), stats = aggregation.backward(task_fn, batch.tensors(), self.execution,
-                                                    dict(self.named_parameters()), self.aggregate)
+        (task_losses, metrics), stats = self.choice.run(lambda execution: aggregation.backward(
+            task_fn, batch.tensors(), execution, dict(self.named_parameters()), self.aggregate))
         return {"loss": task_losses.mean().item(), "metric": metrics.mean().item(), **stats}
 
     def curve(self, batch: TaskBatch, steps: int | None = None) -> torch.Tensor:

@@ -30,7 +30,7 @@ from modmeta.adapt.metric import count_ways
 from modmeta.learners.base import Learner
 from modmeta.meta import aggregate as aggregation
 from modmeta.meta.aggregate import Aggregation
-from modmeta.meta.execution import Execution, map_tasks, resolve
+from modmeta.meta.execution import Choice, Execution, map_tasks
 from modmeta.models.safety import functional_copy
 from modmeta.tasks.batch import TaskBatch
 
@@ -47,7 +47,7 @@ class MetricLearner(Learner):
     def __init__(self, model: nn.Module, execution: Execution = "auto", aggregate: Aggregation | None = None) -> None:
         super().__init__()
         self.model = functional_copy(model)
-        self.execution = resolve(execution, self.model)
+        self.choice = Choice(execution, self.model)
         self.aggregate = aggregation.mean() if aggregate is None else aggregate
 
     @abstractmethod
@@ -78,8 +78,8 @@ class MetricLearner(Learner):
             loss, metric = self.task_loss(*tensors, ways)
             return loss, loss, metric
 
-        (task_losses, metrics), stats = aggregation.backward(task_fn, batch.tensors(), self.execution,
-                                                    dict(self.named_parameters()), self.aggregate)
+        (task_losses, metrics), stats = self.choice.run(lambda execution: aggregation.backward(
+            task_fn, batch.tensors(), execution, dict(self.named_parameters()), self.aggregate))
         return {"loss": task_losses.mean().item(), "metric": metrics.mean().item(), **stats}
 
     def curve(self, batch: TaskBatch, steps: int | None = None) -> torch.Tensor:

@@ -361,15 +361,18 @@ class Trainer:
 
     def _train_record(self) -> dict[str, Any]:
         """The training statistics averaged since the last log line: the loss, the metric under
-        its name, and whatever else the learner reports (gradient conflicts, acceptance rates)."""
+        its name, whatever else the learner reports (gradient conflicts, acceptance rates), and
+        the execution the learner batches its tasks with ("vmap" or "loop", the one ``"auto"``
+        chose by timing after its first three iterations)."""
         window, self._window = self._window, {}
         n = window.pop("steps")
         mean = {k: v / n for k, v in window.items()}
         self._loss = mean["loss"]
         if self._loss > 0:
             self._lowest_loss = min(self._loss, self._lowest_loss or math.inf)
+        execution = {} if self.learner.execution is None else {"execution": self.learner.execution}
         return {"iteration": self.iteration, "split": "train", "loss": mean.pop("loss"),
-                self._metric_name: mean.pop("metric"), "lr": self._lr, **mean}
+                self._metric_name: mean.pop("metric"), "lr": self._lr, **mean, **execution}
 
     def _validate(self) -> dict[str, Any]:
         """Evaluate on the validation tasks; write ``best.pt`` when the metric improves."""
@@ -416,6 +419,7 @@ class Trainer:
             "window": dict(self._window),
             "metric_name": self._metric_name,
             "lowest_loss": self._lowest_loss,
+            "execution": None if self.learner.choice is None else self.learner.choice.state(),
             "config": self.config,
             "config_digest": checkpoint.config_digest(self.config),
         }
@@ -440,6 +444,8 @@ class Trainer:
         self._window = dict(window)
         self._metric_name = state["metric_name"]
         self._lowest_loss = state.get("lowest_loss")  # absent from checkpoints before 0.3
+        if state.get("execution") and self.learner.choice is not None:  # absent before issue 12: "auto" times again
+            self.learner.choice.load_state(state["execution"])
 
     def save(self, checkpoint_name: str | None) -> Path:
         """Write a checkpoint into ``out``: ``last.pt`` (rotating) or the given file name."""
