@@ -4,7 +4,7 @@ The setting of ``configs/omniglot-maml-5w1s.yaml`` (5-way 1-shot, 15 queries, me
 one inner step, second order, Conv4 with 64 filters), on the real archives at the config's
 ``tasks.root``, measured three ways with the same meta-batches:
 
-- ``2x1``: ``modmeta.train.distributed`` with 2 processes of 1 thread each (gloo on loopback);
+- ``2x1``: ``modmeta.distributed`` with 2 processes of 1 thread each (gloo on loopback);
 - ``1x2``: one process with 2 threads (torch's intra-op parallelism);
 - ``1x1``: one process with 1 thread, the baseline.
 
@@ -34,8 +34,7 @@ from pathlib import Path
 import torch
 
 import modmeta as mm
-from modmeta import config
-from modmeta.train import distributed
+from modmeta import config, distributed
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "omniglot-maml-5w1s.yaml"

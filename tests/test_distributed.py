@@ -24,9 +24,9 @@ import torch
 import yaml
 
 import modmeta as mm
-from modmeta import config
+from modmeta import config, distributed
 from modmeta.cli import main
-from modmeta.train import checkpoint, distributed
+from modmeta.train import checkpoint
 
 ITERATIONS = 20
 TRAIN = {"iterations": ITERATIONS, "meta_batch": 5, "optimizer": "adam", "lr": 0.01, "seed": 0, "val_every": 0,

@@ -74,3 +74,26 @@ def test_the_choice_is_logged_and_survives_a_checkpoint(tmp_path: Path):
     resumed = trainer(tmp_path / "run").fit(4, resume=True)  # resumes at iteration 2 with the plan of the first run
     assert not resumed.learner.choice.state()["plan"]
     assert set(resumed.learner.choice.seconds) == {"vmap", "loop"}
+
+
+class DataDependent(torch.nn.Module):
+    """A model vmap cannot batch (a boolean mask has a data-dependent shape) but the loop runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = torch.nn.Linear(1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(x) + 0 * x[x > 1e9].sum()
+
+
+def test_auto_keeps_the_loop_when_vmap_cannot_run_the_model():
+    tasks = mm.tasks.Sinusoid(shots=4, queries=4)
+    learner = mm.learners.MAML(DataDependent(), inner_lr=0.01)
+    learner.choice.current = "loop"  # the guess for a model without convolutions is vmap; make it the loop
+    generator = torch.Generator().manual_seed(0)
+    with pytest.warns(UserWarning, match="execution 'auto': vmap cannot run this model"):
+        for _ in range(3):
+            learner.zero_grad()
+            learner.meta_backward(tasks.sample(2, generator))
+    assert learner.execution == "loop" and learner.model.head.weight.grad is not None

@@ -22,9 +22,9 @@ from typing import Any
 import torch
 import yaml
 
-from modmeta import config, phases, plot, registry, seeds, structures
+from modmeta import config, distributed, phases, plot, registry, seeds, structures
 from modmeta.evaluate import Evaluation, evaluate
-from modmeta.train import Trainer, checkpoint, distributed, files
+from modmeta.train import Trainer, checkpoint, files
 
 EXAMPLES = {
     "train": """examples:

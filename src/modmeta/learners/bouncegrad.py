@@ -29,7 +29,7 @@ As a composition: the grad step is the outer update ``exact()`` of the selected 
 loss (after MoMA's inner steps, with any inner optimizer value), combined across tasks by
 ``aggregate``; tasks run as ``execution`` says.
 
-Distributed (:mod:`modmeta.train.distributed`): every process proposes the same structures for
+Distributed (:mod:`modmeta.distributed`): every process proposes the same structures for
 the whole meta-batch from the same generator, scores only its own tasks' current and proposed
 structures (the search's cost) and gathers the others' scores, so every process makes the same
 Metropolis decisions and its ``structures`` buffer stays identical to a single process's.
@@ -50,7 +50,7 @@ from typing import Any
 import torch
 from torch.func import functional_call
 
-from modmeta import losses
+from modmeta import distributed, losses
 from modmeta.adapt.optim import InnerOptimizer, descend, sgd
 from modmeta.adapt.structure import Annealing, anneal, anneal_step, target_rate
 from modmeta.learners.base import Learner
@@ -62,7 +62,6 @@ from modmeta.meta.outer import OuterUpdate, Task
 from modmeta.models.functional import Params, parameters
 from modmeta.models.modular import ModularNet
 from modmeta.tasks.batch import TaskBatch
-from modmeta.train import distributed
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ Each task of a meta-batch gives a surrogate scalar whose gradient is its meta-gr
   (``Aggregation(combine=...)``): gradient surgery across tasks (:func:`pcgrad`) or a gather
   across processes plugs in here, for every learner at once.
 
-In a distributed step (:mod:`modmeta.train.distributed`) :func:`backward` runs this process's
+In a distributed step (:mod:`modmeta.distributed`) :func:`backward` runs this process's
 share of the tasks: the mean's gradient is all-reduced, other combinations get every task's
 gradient gathered first, and the reported per-task numbers are gathered, so every learner
 built on :func:`backward` trains distributed without knowing it.
@@ -32,9 +32,9 @@ from typing import Literal
 
 import torch
 
+from modmeta import distributed
 from modmeta.meta.execution import TaskFn, map_tasks
 from modmeta.models.functional import Params
-from modmeta.train import distributed
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ learners.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any, Literal, TypeVar
 
@@ -49,7 +50,9 @@ class Choice:
     """The execution a learner runs its meta-iterations with: ``execution`` itself when it is
     ``"vmap"`` or ``"loop"``; for ``"auto"``, the faster of the two on this machine, timed on the
     first meta-iterations (:meth:`run`, :meth:`_decide`). Both compute the same meta-gradient (the tests hold them
-    to it), so the choice changes the time per iteration, not the numbers beyond rounding."""
+    to it), so the choice changes the time per iteration, not the numbers beyond rounding. A
+    candidate that fails on the model (an operation vmap cannot batch, memory it cannot have)
+    is dropped with a warning, and the step runs again with the guess."""
 
     def __init__(self, execution: Execution, model: nn.Module) -> None:
         self.auto = execution == "auto"
@@ -78,7 +81,15 @@ class Choice:
             return step(self.current)
         execution, timed = self._plan.pop(0)
         start = time.perf_counter()
-        out = step(execution)
+        try:
+            out = step(execution)
+        except Exception as e:  # noqa: BLE001  (the candidate cannot run this model: keep the guess)
+            if execution == self.current:
+                raise
+            warnings.warn(f"execution 'auto': {execution} cannot run this model ({type(e).__name__}: "
+                          f"{str(e).splitlines()[0] if str(e) else ''}); keeping {self.current}", stacklevel=2)
+            self._plan = []
+            return step(self.current)
         if torch.cuda.is_available():
             torch.cuda.synchronize()  # the kernels this step queued belong to its time
         if timed:

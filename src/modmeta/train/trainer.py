@@ -38,11 +38,11 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from modmeta import losses
+from modmeta.distributed import broadcast_state, rank_and_world, splitting
 from modmeta.evaluate import Evaluation, evaluate
 from modmeta.learners.base import Learner
 from modmeta.tasks.base import TaskFamily
 from modmeta.train import checkpoint, files
-from modmeta.train.distributed import broadcast_state, rank_and_world, splitting
 from modmeta.train.optimizers import OptimizerSpec, SchedulerSpec, make_optimizer, make_scheduler
 
 Schedule = Literal["constant", "linear"]
@@ -86,9 +86,9 @@ class Trainer:
       bound but stays finite); ``None`` turns either guard off.
     - ``distributed``: this process is one rank of :mod:`torch.distributed`'s default process
       group (``modmeta train --nproc N``, or ``torchrun`` and
-      :func:`modmeta.train.distributed.init`): every rank draws the same meta-batch and
+      :func:`modmeta.distributed.init`): every rank draws the same meta-batch and
       computes the meta-gradient of its share of the tasks, the ranks combine them (see
-      :mod:`modmeta.train.distributed`) and step identically; all ranks start from rank 0's
+      :mod:`modmeta.distributed`) and step identically; all ranks start from rank 0's
       state, and only rank 0 logs, validates, writes the run folder and calls the callbacks.
 
     ``seed`` seeds the task generator and the learner's own RNG state. ``callbacks`` are
@@ -142,7 +142,7 @@ class Trainer:
             raise ValueError(f"autocast must be one of {', '.join(AUTOCAST)} (or None: off), got {autocast!r}")
         if distributed and not dist.is_initialized():
             raise ValueError("distributed=True needs torch.distributed's default process group: run under torchrun "
-                             "(or modmeta train --nproc N) and call modmeta.train.distributed.init(device) first")
+                             "(or modmeta train --nproc N) and call modmeta.distributed.init(device) first")
         self._rank, self._world = rank_and_world() if distributed else (0, 1)
         if meta_batch < self._world:
             raise ValueError(f"meta_batch ({meta_batch}) must be at least the number of processes ({self._world}): "
