@@ -192,7 +192,7 @@ def test_range_checks_hold_in_python_too():
 def test_conv4_refuses_images_too_small_for_its_pools():
     with pytest.raises(ValueError, match="image_size must be >= 16 for four 2x2 max-pools, got 12"):
         mm.models.Conv4(5, image_size=12)
-    assert mm.models.Conv4(5, image_size=12, downsample="stride")(torch.zeros(1, 1, 12, 12)).shape == (1, 5)
+    assert mm.models.Conv4(5, image_size=12, downsample="stride")(torch.zeros(2, 1, 12, 12)).shape == (2, 5)
 
 
 def test_a_config_refused_at_build_leaves_no_run_folder(tmp_path):
