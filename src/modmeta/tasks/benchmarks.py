@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from modmeta.arguments import at_least
 from modmeta.tasks.cache import read_cache, write_cache
 from modmeta.tasks.download import Checksum, default_cache_dir, fetch_file
 from modmeta.tasks.labelled import ClassificationFamily, Examples
@@ -171,8 +172,7 @@ class CUB(ImageBenchmark):
         self, root: str | Path, split: str = "train", ways: int = 5, shots: int = 1, queries: int = 15,
         download: bool = False, cache: bool | str | Path = True, image_size: int = 84,
     ) -> None:
-        if image_size < 1:
-            raise ValueError(f"image_size must be a positive number of pixels, got {image_size}")
+        at_least(1, image_size=image_size)
         decode = partial(_decode_cub, image_size=image_size)
         data = load_benchmark(root, CUB200, decode, "CUB", download, cache, image_size)
         super().__init__(data, split, ways, shots, queries)
