@@ -18,6 +18,7 @@ from modmeta.learners.gradient import GradientLearner
 from modmeta.meta import outer
 from modmeta.meta.aggregate import Aggregation
 from modmeta.meta.execution import Execution
+from modmeta.models.batchnorm import Statistics
 
 
 class ANIL(GradientLearner):
@@ -25,7 +26,8 @@ class ANIL(GradientLearner):
 
     def __init__(self, model: nn.Module, inner_lr: float = 0.4, inner_steps: int = 1,
                  head: Sequence[str] = ("head",), first_order: bool = False, inner: InnerOptimizer | None = None,
-                 aggregate: Aggregation | None = None, execution: Execution = "auto") -> None:
+                 aggregate: Aggregation | None = None, execution: Execution = "auto",
+                 batchnorm: Statistics = "transductive") -> None:
         super().__init__(model, sgd(inner_lr) if inner is None else inner, inner_steps,
                          outer=outer.first_order() if first_order else outer.exact(), adapt_only=head,
-                         aggregate=aggregate, execution=execution)
+                         aggregate=aggregate, execution=execution, batchnorm=batchnorm)

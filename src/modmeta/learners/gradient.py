@@ -35,6 +35,7 @@ from modmeta.meta import aggregate as aggregation
 from modmeta.meta.aggregate import Aggregation
 from modmeta.meta.execution import Choice, Execution, map_tasks
 from modmeta.meta.outer import OuterUpdate, Task, exact
+from modmeta.models.batchnorm import Statistics, check_statistics, normalised
 from modmeta.models.functional import Params, forward, parameters
 from modmeta.models.safety import check_outputs, check_stateless, functional_copy
 from modmeta.tasks.batch import TaskBatch
@@ -47,7 +48,10 @@ class GradientLearner(Learner):
     ``model`` is any ``nn.Module``; the learner trains a copy of it (``model`` itself is never
     changed) whose ``nn.BatchNorm*`` layers are replaced by :class:`modmeta.models.BatchNorm`
     (batch statistics of each call, no running averages); layers that cannot be converted
-    exactly are refused (:mod:`modmeta.models.safety`).
+    exactly are refused (:mod:`modmeta.models.safety`). ``batchnorm`` says which batch
+    statistics normalise the queries (:data:`modmeta.models.batchnorm.STATISTICS`): their own
+    (``"transductive"``, MAML's protocol) or the support set's (``"support"``); the support set
+    is always normalised by its own.
     ``inner`` (default ``sgd(0.4)``) and ``prior`` are copied, then bound to the model's
     parameters: learned rates become this learner's submodule ``rates``, and ``prior`` its
     submodule ``shrinkage`` (``σ`` per module), which makes the inner objective MAP under
@@ -66,8 +70,10 @@ class GradientLearner(Learner):
         adapt_only: Sequence[str] | None = None,
         aggregate: Aggregation | None = None,
         execution: Execution = "auto",
+        batchnorm: Statistics = "transductive",
     ) -> None:
         super().__init__()
+        self.batchnorm = check_statistics(batchnorm)
         if inner_steps < 0:
             raise ValueError(f"inner_steps must be >= 0, got {inner_steps}")
         self.model = functional_copy(model)
@@ -142,7 +148,7 @@ class GradientLearner(Learner):
                            self.inner_steps, only=self.adapted, first_order=first_order, history=False)[-1]
 
         def evaluate(theta: Params, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            pred = forward(self.model, theta, x)
+            pred = self.predict(theta, x, support=x_support)
             return losses.loss(pred, y), losses.metric(pred, y)
 
         psi = self.psi()
@@ -157,8 +163,10 @@ class GradientLearner(Learner):
         self.check(x_support, y_support)
         return self.trajectory(x_support, y_support, steps)[-1]
 
-    def predict(self, state: Params, x: torch.Tensor) -> torch.Tensor:
-        return forward(self.model, state, x)
+    def predict(self, state: Params, x: torch.Tensor, support: torch.Tensor | None = None) -> torch.Tensor:
+        """The model's output on ``x`` with the adapted parameters ``state``; with
+        ``batchnorm="support"`` normalised by the support inputs ``support``'s statistics."""
+        return normalised(lambda inputs: forward(self.model, state, inputs), self.model, x, support, self.batchnorm)
 
     def task_loss(self, x_support: torch.Tensor, y_support: torch.Tensor, x_query: torch.Tensor,
                   y_query: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -186,7 +194,7 @@ class GradientLearner(Learner):
         def task_curve(xs: torch.Tensor, ys: torch.Tensor, xq: torch.Tensor, yq: torch.Tensor
                        ) -> tuple[torch.Tensor]:
             path = self.trajectory(xs, ys, steps)
-            return (torch.stack([losses.metric(self.predict(p, xq), yq) for p in path]),)
+            return (torch.stack([losses.metric(self.predict(p, xq, support=xs), yq) for p in path]),)
 
         with torch.no_grad():
             return map_tasks(task_curve, batch.tensors(), self.execution)[0]

@@ -24,6 +24,7 @@ from modmeta.adapt.metric import count_ways, logistic_regression
 from modmeta.arguments import at_least
 from modmeta.learners.metric import MetricLearner
 from modmeta.meta.execution import Execution, map_tasks
+from modmeta.models.batchnorm import Statistics
 from modmeta.tasks.base import TaskFamily
 from modmeta.tasks.batch import LabelledBatch, TaskBatch
 
@@ -39,7 +40,7 @@ class LinearHead(MetricLearner):
     """
 
     def __init__(self, model: nn.Module, batch_size: int = 64, l2: float = 0.1, fit_steps: int = 100,
-                 execution: Execution = "auto") -> None:
+                 execution: Execution = "auto", batchnorm: Statistics = "transductive") -> None:
         at_least(1, batch_size=batch_size, fit_steps=fit_steps)
         at_least(0, l2=l2)
         head = getattr(model, "head", None)
@@ -48,7 +49,7 @@ class LinearHead(MetricLearner):
                 "LinearHead needs a model whose last layer is an nn.Linear named `head`, with one "
                 "output per training class, e.g. Conv4(out=family.num_classes)"
             )
-        super().__init__(model, execution)
+        super().__init__(model, execution, batchnorm=batchnorm)
         self.classifier = self.model.head
         self.model.head = nn.Identity()
         self.batch_size = batch_size
@@ -87,9 +88,10 @@ class LinearHead(MetricLearner):
         """:meth:`draw` and :meth:`meta_backward` in one call."""
         return self.meta_backward(self.draw(family, self.batch_size, generator))
 
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Unit-length embeddings ``f_φ(x) / ‖f_φ(x)‖``."""
-        return F.normalize(self.model(x), dim=-1)
+    def embed(self, x: torch.Tensor, support: torch.Tensor | None = None) -> torch.Tensor:
+        """Unit-length embeddings ``f_φ(x) / ‖f_φ(x)‖`` (batch statistics as
+        :meth:`MetricLearner.embed`)."""
+        return F.normalize(super().embed(x, support), dim=-1)
 
     def fit(self, x_support: torch.Tensor, y_support: torch.Tensor, ways: int
             ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -98,8 +100,9 @@ class LinearHead(MetricLearner):
             z = self.embed(x_support)
         return logistic_regression(z, y_support, ways, self.l2, self.fit_steps)
 
-    def predict(self, state: tuple[torch.Tensor, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        return classify(state, self.embed(x))
+    def predict(self, state: tuple[torch.Tensor, torch.Tensor], x: torch.Tensor,
+                support: torch.Tensor | None = None) -> torch.Tensor:
+        return classify(state, self.embed(x, support))
 
     def curve(self, batch: TaskBatch, steps: int | None = None) -> torch.Tensor:
         """``[T, 1]``, as :meth:`MetricLearner.curve`, faster: the tasks are embedded as
@@ -108,7 +111,7 @@ class LinearHead(MetricLearner):
         ways = count_ways(batch.y_support)
 
         def embed(xs: torch.Tensor, xq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            return self.embed(xs), self.embed(xq)
+            return self.embed(xs), self.embed(xq, xs)
 
         def score(zs: torch.Tensor, ys: torch.Tensor, zq: torch.Tensor, yq: torch.Tensor) -> torch.Tensor:
             state = logistic_regression(zs, ys, ways, self.l2, self.fit_steps)

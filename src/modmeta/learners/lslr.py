@@ -18,6 +18,7 @@ from modmeta.learners.gradient import GradientLearner
 from modmeta.meta import outer
 from modmeta.meta.aggregate import Aggregation
 from modmeta.meta.execution import Execution
+from modmeta.models.batchnorm import Statistics
 
 
 class LSLR(GradientLearner):
@@ -25,7 +26,8 @@ class LSLR(GradientLearner):
 
     def __init__(self, model: nn.Module, inner_lr: float = 0.1, inner_steps: int = 1,
                  first_order: bool = False, aggregate: Aggregation | None = None,
-                 execution: Execution = "auto") -> None:
+                 execution: Execution = "auto",
+                 batchnorm: Statistics = "transductive") -> None:
         super().__init__(model, sgd(inner_lr, rates="per_layer_per_step"), inner_steps,
                          outer=outer.first_order() if first_order else outer.exact(), aggregate=aggregate,
-                         execution=execution)
+                         execution=execution, batchnorm=batchnorm)

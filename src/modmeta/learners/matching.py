@@ -26,6 +26,7 @@ from modmeta.adapt.metric import cosine
 from modmeta.arguments import at_least
 from modmeta.learners.metric import MetricLearner
 from modmeta.meta.execution import Execution
+from modmeta.models.batchnorm import Statistics
 from modmeta.models.lstm import LSTMCell
 
 State = tuple[torch.Tensor, torch.Tensor]  # support embeddings g(x_i) [N, D], one-hot y_i [N, ways]
@@ -35,9 +36,9 @@ class MatchingNet(MetricLearner):
     """Cosine attention over the embedded support set; full context embeddings if ``fce``."""
 
     def __init__(self, model: nn.Module, fce: bool = False, features: int = 64, fce_steps: int = 5,
-                 execution: Execution = "auto") -> None:
+                 execution: Execution = "auto", batchnorm: Statistics = "transductive") -> None:
         at_least(1, features=features, fce_steps=fce_steps)
-        super().__init__(model, execution)
+        super().__init__(model, execution, batchnorm=batchnorm)
         self.fce = fce
         self.features = features
         self.fce_steps = fce_steps
@@ -52,17 +53,17 @@ class MatchingNet(MetricLearner):
             g = self.support_context(g)
         return g, F.one_hot(y_support, ways).to(g.dtype)
 
-    def attention(self, state: State, x: torch.Tensor) -> torch.Tensor:
+    def attention(self, state: State, x: torch.Tensor, support: torch.Tensor | None = None) -> torch.Tensor:
         """``[Q, N]``: ``a(x̂, x_i)`` for each query and support example (rows sum to one)."""
         g, _ = state
-        f = self.model(x)
+        f = self.embed(x, support)
         if self.fce:
             f = self.query_context(f, g)
         return torch.softmax(cosine(f, g), -1)
 
-    def predict(self, state: State, x: torch.Tensor) -> torch.Tensor:
+    def predict(self, state: State, x: torch.Tensor, support: torch.Tensor | None = None) -> torch.Tensor:
         """``log P(ŷ | x̂, S) = log Σ_i a(x̂, x_i) y_i`` (never ``log 0``: cosines are bounded)."""
-        return (self.attention(state, x) @ state[1]).log()
+        return (self.attention(state, x, support) @ state[1]).log()
 
     def support_context(self, g0: torch.Tensor) -> torch.Tensor:
         """``g(x_i, S) = h→_i + h←_i + g'(x_i)`` for the support embeddings ``g0 = g'(S)``."""

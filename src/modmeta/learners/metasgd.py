@@ -17,12 +17,14 @@ from modmeta.learners.gradient import GradientLearner
 from modmeta.meta import outer
 from modmeta.meta.aggregate import Aggregation
 from modmeta.meta.execution import Execution
+from modmeta.models.batchnorm import Statistics
 
 
 class MetaSGD(GradientLearner):
     """MAML with a learned per-parameter inner rate ``α``, initialised to ``inner_lr``."""
 
     def __init__(self, model: nn.Module, inner_lr: float = 0.01, inner_steps: int = 1,
-                 aggregate: Aggregation | None = None, execution: Execution = "auto") -> None:
+                 aggregate: Aggregation | None = None, execution: Execution = "auto",
+                 batchnorm: Statistics = "transductive") -> None:
         super().__init__(model, sgd(inner_lr, rates="per_parameter"), inner_steps, outer=outer.exact(),
-                         aggregate=aggregate, execution=execution)
+                         aggregate=aggregate, execution=execution, batchnorm=batchnorm)

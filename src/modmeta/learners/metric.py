@@ -11,9 +11,9 @@ define only :meth:`MetricLearner.fit` (support set -> task state) and
 :meth:`MetricLearner.predict` (task state, queries -> logits).
 
 There are no adaptation steps: ``curve`` returns ``[T, 1]`` whatever ``steps`` is, and the
-evaluation protocol reports that single point. The support set and the queries are embedded
-in separate calls, so BatchNorm normalises each with its own batch statistics, as MAML does
-here (see :mod:`modmeta.models.batchnorm`). Tasks are batched as ``execution`` says (see
+evaluation protocol reports that single point. The support set is embedded with its own batch
+statistics; the queries with theirs (``batchnorm="transductive"``, as MAML does here) or with
+the support set's (``"support"``: non-transductive, see :mod:`modmeta.models.batchnorm`). Tasks are batched as ``execution`` says (see
 :mod:`modmeta.meta.execution`); the per-task code runs under ``vmap`` and in a loop alike.
 """
 
@@ -31,6 +31,7 @@ from modmeta.learners.base import Learner
 from modmeta.meta import aggregate as aggregation
 from modmeta.meta.aggregate import Aggregation
 from modmeta.meta.execution import Choice, Execution, map_tasks
+from modmeta.models.batchnorm import Statistics, check_statistics, normalised
 from modmeta.models.safety import functional_copy
 from modmeta.tasks.batch import TaskBatch
 
@@ -40,15 +41,28 @@ class MetricLearner(Learner):
 
     ``model`` is any ``nn.Module`` mapping a batch of inputs to a batch of embeddings; the
     learner trains a copy of it (``model`` itself is never changed) whose ``nn.BatchNorm*``
-    layers are replaced by :class:`modmeta.models.BatchNorm`. The tasks'
+    layers are replaced by :class:`modmeta.models.BatchNorm`; ``batchnorm`` says which batch
+    statistics normalise the queries (see :meth:`embed`). The tasks'
     meta-gradients (of their query losses) are combined by ``aggregate`` (the mean).
     """
 
-    def __init__(self, model: nn.Module, execution: Execution = "auto", aggregate: Aggregation | None = None) -> None:
+    def __init__(self, model: nn.Module, execution: Execution = "auto", aggregate: Aggregation | None = None,
+                 batchnorm: Statistics = "transductive") -> None:
         super().__init__()
+        self.batchnorm = check_statistics(batchnorm)
         self.model = functional_copy(model)
         self.choice = Choice(execution, self.model)
         self.aggregate = aggregation.mean() if aggregate is None else aggregate
+
+    def embed(self, x: torch.Tensor, support: torch.Tensor | None = None) -> torch.Tensor:
+        """The model's embedding of queries ``x``, normalised by their own batch statistics
+        (``batchnorm="transductive"``) or by those of the support inputs ``support``."""
+        return normalised(self.model, self.model, x, support, self.batchnorm)
+
+    @abstractmethod
+    def predict(self, state: Any, x: torch.Tensor, support: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (or scores) of queries ``x`` under the task state; ``support`` (the support
+        inputs) is needed with ``batchnorm="support"``."""
 
     @abstractmethod
     def fit(self, x_support: torch.Tensor, y_support: torch.Tensor, ways: int) -> Any:
@@ -67,7 +81,7 @@ class MetricLearner(Learner):
     def task_loss(self, x_support: torch.Tensor, y_support: torch.Tensor, x_query: torch.Tensor,
                   y_query: torch.Tensor, ways: int) -> tuple[torch.Tensor, torch.Tensor]:
         """One task's query loss and metric."""
-        pred = self.predict(self.fit(x_support, y_support, ways), x_query)
+        pred = self.predict(self.fit(x_support, y_support, ways), x_query, support=x_support)
         return self.loss(pred, y_query), losses.metric(pred, y_query)
 
     def meta_backward(self, batch: TaskBatch) -> dict[str, float]:
@@ -88,7 +102,7 @@ class MetricLearner(Learner):
 
         def task_metric(xs: torch.Tensor, ys: torch.Tensor, xq: torch.Tensor, yq: torch.Tensor
                         ) -> tuple[torch.Tensor]:
-            return (losses.metric(self.predict(self.fit(xs, ys, ways), xq), yq),)
+            return (losses.metric(self.predict(self.fit(xs, ys, ways), xq, support=xs), yq),)
 
         with torch.no_grad():
             return map_tasks(task_metric, batch.tensors(), self.execution)[0][:, None]

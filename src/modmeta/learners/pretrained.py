@@ -16,12 +16,14 @@ from modmeta.adapt.optim import InnerOptimizer, sgd
 from modmeta.learners.gradient import GradientLearner
 from modmeta.meta import outer
 from modmeta.meta.execution import Execution
+from modmeta.models.batchnorm import Statistics
 
 
 class Pretrained(GradientLearner):
     """Joint training without an inner loop; SGD fine-tuning (``inner_lr``, or ``inner``) at test time."""
 
     def __init__(self, model: nn.Module, inner_lr: float = 0.01, inner_steps: int = 1,
-                 inner: InnerOptimizer | None = None, execution: Execution = "auto") -> None:
+                 inner: InnerOptimizer | None = None, execution: Execution = "auto",
+                 batchnorm: Statistics = "transductive") -> None:
         super().__init__(model, sgd(inner_lr) if inner is None else inner, inner_steps, outer=outer.joint(),
-                         execution=execution)
+                         execution=execution, batchnorm=batchnorm)

@@ -26,5 +26,5 @@ class ProtoNet(MetricLearner):
         """The prototypes ``c_k``, ``[ways, D]``."""
         return prototypes(self.model(x_support), y_support, ways)
 
-    def predict(self, state: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return -squared_euclidean(self.model(x), state)
+    def predict(self, state: torch.Tensor, x: torch.Tensor, support: torch.Tensor | None = None) -> torch.Tensor:
+        return -squared_euclidean(self.embed(x, support), state)

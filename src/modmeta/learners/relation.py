@@ -19,6 +19,7 @@ from torch import nn
 from modmeta.adapt.metric import class_sums
 from modmeta.learners.metric import MetricLearner
 from modmeta.meta.execution import Execution
+from modmeta.models.batchnorm import Statistics
 from modmeta.models.relation import RelationModule
 from modmeta.models.safety import functional_copy
 
@@ -33,8 +34,9 @@ class RelationNet(MetricLearner):
     """
 
     def __init__(self, model: nn.Module, channels: int = 64, hidden: int = 8,
-                 relation: nn.Module | None = None, execution: Execution = "auto") -> None:
-        super().__init__(model, execution)
+                 relation: nn.Module | None = None, execution: Execution = "auto",
+                 batchnorm: Statistics = "transductive") -> None:
+        super().__init__(model, execution, batchnorm=batchnorm)
         self.relation = RelationModule(channels, hidden) if relation is None else functional_copy(relation)
 
     def fit(self, x_support: torch.Tensor, y_support: torch.Tensor, ways: int) -> torch.Tensor:
@@ -47,9 +49,9 @@ class RelationNet(MetricLearner):
             )
         return class_sums(maps, y_support, ways)
 
-    def predict(self, state: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    def predict(self, state: torch.Tensor, x: torch.Tensor, support: torch.Tensor | None = None) -> torch.Tensor:
         """``[Q, ways]``: ``r = g_ϕ(C(class map, query map))`` for every pair."""
-        queries = self.model(x)
+        queries = self.embed(x, support)
         q, ways = queries.shape[0], state.shape[0]
         pairs = torch.cat([state[None].expand(q, *state.shape),
                            queries[:, None].expand(q, ways, *queries.shape[1:])], dim=2)

@@ -3,6 +3,15 @@
 MAML normalises every forward pass with the statistics of the batch it is given and keeps no
 running averages: the support set is normalised with support statistics, and the query set
 with query statistics (transductive over the query set, as MAML and its reference code do).
+Which statistics normalise the queries is a learner's ``batchnorm`` choice
+(:data:`STATISTICS`, applied by :func:`normalised`):
+
+- ``"transductive"``: each call is normalised by its own batch, so the queries by the query
+  set's statistics: a query's prediction depends on the other queries (MAML's and Reptile's
+  transductive protocol, and what the reference code of MAML does);
+- ``"support"``: the queries are normalised by the support set's statistics, computed in the
+  same forward pass (so they follow the parameters being used, adapted or not): a query's
+  prediction depends on the support set and itself only (non-transductive).
 ``torch.nn.BatchNorm2d`` under ``torch.func.vmap`` gave a wrong second-order meta-gradient in
 torch 2.13, so under ``vmap`` this layer is built from differentiable primitives, which is
 exact; everywhere else (the looped execution, evaluation, the metric learners) it calls torch's
@@ -11,6 +20,10 @@ about half the time of a Conv4 meta-iteration the primitives took (issue 12).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -24,8 +37,18 @@ def under_vmap() -> bool:
     return any(i.key() == TransformType.Vmap for i in retrieve_all_functorch_interpreters())
 
 
+Statistics = Literal["transductive", "support"]
+STATISTICS: tuple[str, ...] = ("transductive", "support")
+
+
 class BatchNorm(nn.Module):
-    """Normalise over every axis but the channel axis (1), then scale and shift per channel."""
+    """Normalise over every axis but the channel axis (1), then scale and shift per channel.
+
+    The statistics are those of the whole batch, or of its first ``rows`` examples while
+    :func:`statistics_from_first` says so (every example is normalised by them).
+    """
+
+    rows: int | None = None
 
     def __init__(self, num_features: int, eps: float = 1e-5, affine: bool = True) -> None:
         super().__init__()
@@ -35,12 +58,13 @@ class BatchNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(num_features)) if affine else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not under_vmap():
+        if self.rows is None and not under_vmap():
             return F.batch_norm(x, None, None, self.weight, self.bias, training=True, eps=self.eps)
         dims = [0, *range(2, x.dim())]
         shape = [1, self.num_features] + [1] * (x.dim() - 2)
-        mean = x.mean(dims, keepdim=True)
-        var = (x - mean).pow(2).mean(dims, keepdim=True)
+        reference = x if self.rows is None else x[: self.rows]
+        mean = reference.mean(dims, keepdim=True)
+        var = (reference - mean).pow(2).mean(dims, keepdim=True)
         x = (x - mean) * torch.rsqrt(var + self.eps)
         if self.weight is not None:
             x = x * self.weight.view(shape) + self.bias.view(shape)
@@ -61,12 +85,59 @@ def replace_batchnorm(module: nn.Module) -> nn.Module:
     for name, child in module.named_children():
         if isinstance(child, nn.modules.batchnorm._BatchNorm):
             new = BatchNorm(child.num_features, eps=child.eps, affine=child.affine)
+            like = next(child.parameters(), None)
+            if like is not None:  # the layer's dtype and device, not the default float32
+                new.to(device=like.device, dtype=like.dtype)
             if child.affine:
                 with torch.no_grad():
                     new.weight.copy_(child.weight)
                     new.bias.copy_(child.bias)
-            new.to(device=next(child.parameters(), torch.empty(0)).device)
             setattr(module, name, new)
         else:
             replace_batchnorm(child)
     return module
+
+
+@contextmanager
+def statistics_from_first(model: nn.Module, rows: int) -> Iterator[None]:
+    """Inside the ``with`` block, every :class:`BatchNorm` of ``model`` normalises its whole
+    batch by the statistics of the batch's first ``rows`` examples (a learner's own copy of
+    the model: the attribute is restored on exit)."""
+    layers = [m for m in model.modules() if isinstance(m, BatchNorm)]
+    for layer in layers:
+        layer.rows = rows
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.rows = None
+
+
+def has_batchnorm(model: nn.Module) -> bool:
+    """Whether ``model`` holds a :class:`BatchNorm` (only then do the statistics matter)."""
+    return any(isinstance(m, BatchNorm) for m in model.modules())
+
+
+def check_statistics(batchnorm: str) -> str:
+    """``batchnorm`` if it is one of :data:`STATISTICS`; else a ``ValueError`` naming them."""
+    if batchnorm not in STATISTICS:
+        raise ValueError(f"batchnorm must be one of {', '.join(map(repr, STATISTICS))}, got {batchnorm!r}")
+    return batchnorm
+
+
+def normalised(call: Callable[[torch.Tensor], torch.Tensor], model: nn.Module, x: torch.Tensor,
+               support: torch.Tensor | None, batchnorm: Statistics) -> torch.Tensor:
+    """``call(x)`` (``model`` run on some parameters) with the batch statistics ``batchnorm``
+    says: ``x``'s own (``"transductive"``) or those of ``support`` (``"support"``, found by
+    running ``call`` on ``support`` and ``x`` together, the support set first, at a cost of
+    ``len(support)`` more rows). A model without :class:`BatchNorm` is run on ``x`` alone."""
+    if batchnorm == "transductive" or not has_batchnorm(model):
+        return call(x)
+    if support is None:
+        raise ValueError(
+            "this learner normalises queries by the support set's batch statistics "
+            "(batchnorm='support'): pass the support inputs, predict(state, x, support=x_support)"
+        )
+    n = support.shape[0]
+    with statistics_from_first(model, n):
+        return call(torch.cat([support, x]))[n:]
