@@ -5,11 +5,18 @@ Builds the tasks, model and learner of ``CONFIG`` (``configs/omniglot-maml-5w1s.
 the source of truth for every setting) and meta-trains it for ``--minutes`` of its own CPU
 time (``time.process_time``: with one thread, the wall time it would take on an idle core;
 this machine's two cores are shared, so wall time is recorded too) instead of the config's
-iterations, with the config's optimizer, meta-batch and rate (a ``linear`` schedule is decayed
+iterations, with the config's optimizer, meta-batch, rate and ``train.scheduler`` (a ``linear`` schedule is decayed
 over the budget, as Reptile's meta step is over its iterations). It then evaluates on the
 config's test episodes (``eval``: episodes, steps, seed, ``eval.tasks``) and writes a JSON
 result (machine, command, config, date, iterations, wall time, accuracy curve over adaptation
 steps).
+
+Every ``--val-every`` CPU seconds of training it scores ``train.val_episodes`` validation
+episodes (``train.val_seed``, the same episodes each time) at the config's test steps; that
+time is not counted in the budget. The points make the time-to-accuracy figure
+(``time_to_accuracy.py``). When the test curve has more than one step, the step reported as
+``best`` is the one with the highest accuracy on the last validation, never chosen on the test
+episodes. ``--set train.seed=N`` runs another seed (the test episodes stay ``eval.seed``).
 
     python benchmarks/omniglot.py configs/omniglot-maml-5w1s.yaml --minutes 20
     python benchmarks/omniglot.py configs/omniglot-reptile-5w1s.yaml --minutes 20 --set learner.inner_lr=0.05
@@ -27,12 +34,13 @@ import sys
 import time
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import torch
 
 import modmeta as mm
 from modmeta import config
-from modmeta.train.optimizers import make_optimizer
+from modmeta.train.optimizers import make_optimizer, make_scheduler
 
 
 def main() -> None:
@@ -41,6 +49,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=20.0, help="training budget in CPU minutes")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    parser.add_argument("--val-every", type=float, default=120.0, help="CPU seconds of training between validations")
     parser.add_argument("--out", default=None, help="JSON result file (default benchmarks/results/omniglot-LEARNER.json)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -48,43 +57,66 @@ def main() -> None:
     run = config.build(cfg)
     learner, t = run.learner, cfg.train
     opt = make_optimizer(t.optimizer, learner.parameters(), t.lr, "train.optimizer")
+    scheduler = make_scheduler(t.scheduler, opt)  # stepped once per iteration, as the Trainer does
     generator = torch.Generator().manual_seed(t.seed)
+    e = cfg.eval
+    family = config.evaluation_tasks(run)
+    val_family = family.split("val")
+
+    def validate() -> Any:
+        return mm.evaluate(learner, val_family, episodes=t.val_episodes, steps=e.steps, seed=t.val_seed)
+
     budget = 60 * args.minutes
     start, cpu_start = time.perf_counter(), time.process_time()
-    iterations, log = 0, []
+    iterations, log, validation = 0, [], []
+    not_training = 0.0  # CPU seconds spent validating, left out of the budget
     stopped_early = False
     try:
-        while (used := time.process_time() - cpu_start) < budget:
+        while (used := time.process_time() - cpu_start - not_training) < budget:
+            if used >= args.val_every * len(validation):
+                before = time.process_time()
+                val = validate()
+                validation.append({"iteration": iterations, "cpu_seconds": round(used, 1), "accuracy": val.mean,
+                                   "ci95": val.ci95, "curve": [m for m, _ in val.curve]})
+                print(validation[-1] | {"curve": None}, flush=True)
+                not_training += time.process_time() - before
             if t.schedule == "linear":  # decayed to 0 over the budget, as over the iterations in a run
                 for group in opt.param_groups:
                     group["lr"] = t.lr * max(0.0, 1 - used / budget)
             opt.zero_grad()
             m = learner.meta_backward(learner.draw(run.tasks, t.meta_batch, generator))
             opt.step()
+            if scheduler is not None:
+                scheduler.step()
             iterations += 1
             if iterations % 20 == 0:
-                log.append({"iteration": iterations, "cpu_seconds": round(time.process_time() - cpu_start, 1), **m})
+                log.append({"iteration": iterations, "cpu_seconds": round(used, 1), **m})
                 print(log[-1], flush=True)
     except KeyboardInterrupt:  # Ctrl-C (SIGINT) ends training early; the result says so
         stopped_early = True
     train_seconds = time.perf_counter() - start
-    cpu_seconds = time.process_time() - cpu_start
-    e = cfg.eval
-    ev = mm.evaluate(learner, config.evaluation_tasks(run).split("test"), episodes=e.episodes, steps=e.steps,
-                     seed=e.seed)
+    cpu_seconds = time.process_time() - cpu_start - not_training
+    val = validate()
+    validation.append({"iteration": iterations, "cpu_seconds": round(cpu_seconds, 1), "accuracy": val.mean,
+                       "ci95": val.ci95, "curve": [m for m, _ in val.curve]})
+    ev = mm.evaluate(learner, family.split("test"), episodes=e.episodes, steps=e.steps, seed=e.seed)
+    best = max(range(len(val.curve)), key=lambda k: val.curve[k][0])
     result = {
         "benchmark": "omniglot 5-way 1-shot", "learner": cfg.learner.name, "date": date.today().isoformat(),
         "machine": f"{platform.machine()} CPU, {args.threads} threads, torch {torch.__version__}",
         "command": " ".join(["python", "benchmarks/omniglot.py", *sys.argv[1:]]),
         "config": run.config.to_dict(), "iterations": iterations, "stopped_early": stopped_early,
         "train_cpu_seconds": round(cpu_seconds, 1), "train_wall_seconds": round(train_seconds, 1),
-        "tasks_seen": iterations * t.meta_batch, "evaluation": ev.to_dict(), "log": log,
+        "tasks_seen": iterations * t.meta_batch, "evaluation": ev.to_dict(),
+        "best": {"step": best, "val": list(val.curve[best]), "test": list(ev.curve[best])},
+        "validation": validation, "log": log,
     }
     out = Path(args.out or Path(__file__).parent / "results" / f"omniglot-{cfg.learner.name}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
     print(f"{cfg.learner.name}: {ev} after {iterations} iterations, "
-          f"{cpu_seconds / 60:.1f} CPU min ({train_seconds / 60:.1f} wall min) -> {out}")
+          f"{cpu_seconds / 60:.1f} CPU min ({train_seconds / 60:.1f} wall min); at the step chosen on validation "
+          f"({best}): {100 * ev.curve[best][0]:.2f}% -> {out}")
 
 
 if __name__ == "__main__":
