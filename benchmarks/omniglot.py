@@ -16,7 +16,9 @@ episodes (``train.val_seed``, the same episodes each time) at the config's test 
 time is not counted in the budget. The points make the time-to-accuracy figure
 (``time_to_accuracy.py``). When the test curve has more than one step, the step reported as
 ``best`` is the one with the highest accuracy on the last validation, never chosen on the test
-episodes. ``--set train.seed=N`` runs another seed (the test episodes stay ``eval.seed``).
+episodes. ``--set train.seed=N`` runs another seed (the test episodes stay ``eval.seed``). The test
+episodes are scored with the learner's ``batchnorm`` statistics and, under
+``other_batchnorm``, with the other ones (transductive or from the support set).
 
     python benchmarks/omniglot.py configs/omniglot-maml-5w1s.yaml --minutes 20
     python benchmarks/omniglot.py configs/omniglot-reptile-5w1s.yaml --minutes 20 --set learner.inner_lr=0.05
@@ -40,6 +42,7 @@ import torch
 
 import modmeta as mm
 from modmeta import config
+from modmeta.models.batchnorm import STATISTICS, has_batchnorm
 from modmeta.train.optimizers import make_optimizer, make_scheduler
 
 
@@ -100,6 +103,15 @@ def main() -> None:
     validation.append({"iteration": iterations, "cpu_seconds": round(cpu_seconds, 1), "accuracy": val.mean,
                        "ci95": val.ci95, "curve": [m for m, _ in val.curve]})
     ev = mm.evaluate(learner, family.split("test"), episodes=e.episodes, steps=e.steps, seed=e.seed)
+    other = {}  # the same test episodes with the other batch-norm statistics (transductive or not)
+    if has_batchnorm(learner.model) and hasattr(learner, "batchnorm"):
+        trained = learner.batchnorm
+        for mode in STATISTICS:
+            if mode != trained:
+                learner.batchnorm = mode
+                other[mode] = mm.evaluate(learner, family.split("test"), episodes=e.episodes, steps=e.steps,
+                                          seed=e.seed).to_dict()
+        learner.batchnorm = trained
     best = max(range(len(val.curve)), key=lambda k: val.curve[k][0])
     result = {
         "benchmark": "omniglot 5-way 1-shot", "learner": cfg.learner.name, "date": date.today().isoformat(),
@@ -107,7 +119,7 @@ def main() -> None:
         "command": " ".join(["python", "benchmarks/omniglot.py", *sys.argv[1:]]),
         "config": run.config.to_dict(), "iterations": iterations, "stopped_early": stopped_early,
         "train_cpu_seconds": round(cpu_seconds, 1), "train_wall_seconds": round(train_seconds, 1),
-        "tasks_seen": iterations * t.meta_batch, "evaluation": ev.to_dict(),
+        "tasks_seen": iterations * t.meta_batch, "evaluation": ev.to_dict(), "other_batchnorm": other,
         "best": {"step": best, "val": list(val.curve[best]), "test": list(ev.curve[best])},
         "validation": validation, "log": log,
     }
