@@ -80,8 +80,9 @@ def test_a_class_missing_from_a_support_set_is_a_clear_error():
 
 
 @pytest.mark.parametrize("fce", [False, True])
-def test_matching_attention_is_the_cosine_softmax_and_predicts_its_class_sums(fce):
-    learner = MatchingNet(conv(), fce=fce, features=4, fce_steps=2).to(DT)
+@pytest.mark.parametrize("scale", [1.0, 10.0])
+def test_matching_attention_is_the_cosine_softmax_and_predicts_its_class_sums(fce, scale):
+    learner = MatchingNet(conv(), fce=fce, features=4, fce_steps=2, scale=scale).to(DT)
     xs, ys, xq, _ = (t[0] for t in image_batch().tensors())
     state = learner.adapt(xs, ys)
     a = learner.attention(state, xq)
@@ -89,9 +90,19 @@ def test_matching_attention_is_the_cosine_softmax_and_predicts_its_class_sums(fc
     g = state[0]
     f = learner.model(xq) if not fce else learner.query_context(learner.model(xq), g)
     cos = F.cosine_similarity(f[:, None, :], g[None, :, :], dim=-1)
-    torch.testing.assert_close(a, torch.softmax(cos, -1))
+    torch.testing.assert_close(a, torch.softmax(scale * cos, -1))
     per_class = torch.stack([a[:, ys == k].sum(-1) for k in range(3)], -1)
     torch.testing.assert_close(learner.predict(state, xq).exp(), per_class)
+
+
+def test_matching_log_probabilities_stay_finite_at_a_scale_where_the_weights_underflow():
+    learner = MatchingNet(conv(), features=4, scale=1e4).to(DT)
+    xs, ys, xq, yq = (t[0] for t in image_batch().tensors())
+    state = learner.adapt(xs, ys)
+    assert (learner.attention(state, xq) == 0).any()  # log of the weighted sums would be -inf
+    logp = learner.predict(state, xq)
+    assert torch.isfinite(logp).all()
+    torch.testing.assert_close(logp.exp().sum(-1), torch.ones(len(xq), dtype=DT))
 
 
 def test_fce_support_context_equals_torch_bidirectional_lstm():
