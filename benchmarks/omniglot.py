@@ -5,7 +5,7 @@ Builds the tasks, model and learner of ``CONFIG`` (``configs/omniglot-maml-5w1s.
 the source of truth for every setting) and meta-trains it for ``--minutes`` of its own CPU
 time (``time.process_time``: with one thread, the wall time it would take on an idle core;
 this machine's two cores are shared, so wall time is recorded too) instead of the config's
-iterations, with the config's optimizer, meta-batch, rate and ``train.scheduler`` (a ``linear`` schedule is decayed
+iterations, with the config's optimizer, meta-batch, rate, ``train.scheduler`` and ``train.clip_grad_norm`` (a ``linear`` schedule is decayed
 over the budget, as Reptile's meta step is over its iterations). It then evaluates on the
 config's test episodes (``eval``: episodes, steps, seed, ``eval.tasks``) and writes a JSON
 result (machine, command, config, date, iterations, wall time, accuracy curve over adaptation
@@ -88,6 +88,8 @@ def main() -> None:
                     group["lr"] = t.lr * max(0.0, 1 - used / budget)
             opt.zero_grad()
             m = learner.meta_backward(learner.draw(run.tasks, t.meta_batch, generator))
+            if t.clip_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(learner.parameters(), t.clip_grad_norm)
             opt.step()
             if scheduler is not None:
                 scheduler.step()

@@ -6,6 +6,11 @@ and followed by 2×2 max-pooling, the last two padded and not pooled; a 28×28 O
 becomes ``[hidden, 5, 5]``. The relation module scores a pair of concatenated maps with two
 [3×3 conv, BatchNorm, ReLU, max-pool] blocks, a ReLU layer of ``hidden`` units and a sigmoid
 unit. BatchNorm uses batch statistics only (see :mod:`modmeta.models.batchnorm`).
+
+Both networks start from the initialisation of the authors' code (LearningToCompare_FSL):
+convolutions ``N(0, 2 / (3·3·out_channels))`` with zero bias, linear layers ``N(0, 0.01)``
+with bias 1. On Omniglot 5-way 1-shot it trains faster than torch's default initialisation
+(benchmarks/metric_learners.md).
 """
 
 from __future__ import annotations
@@ -22,6 +27,17 @@ def _block(cin: int, cout: int, padding: int, pool: bool) -> list[nn.Module]:
             *([nn.MaxPool2d(2)] if pool else [])]
 
 
+def _authors_init(module: nn.Module) -> None:
+    """The authors' initialisation of one layer (see the module docstring)."""
+    if isinstance(module, nn.Conv2d):
+        fan_out = module.kernel_size[0] * module.kernel_size[1] * module.out_channels
+        nn.init.normal_(module.weight, 0.0, (2.0 / fan_out) ** 0.5)
+        nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Linear):
+        nn.init.normal_(module.weight, 0.0, 0.01)
+        nn.init.ones_(module.bias)
+
+
 class RelationEmbedding(nn.Module):
     """``f_φ``: ``[N, in_channels, H, W] -> [N, hidden, H', W']`` (``[N, 64, 5, 5]`` for Omniglot)."""
 
@@ -32,6 +48,7 @@ class RelationEmbedding(nn.Module):
             *_block(in_channels, hidden, 0, True), *_block(hidden, hidden, 0, True),
             *_block(hidden, hidden, 1, False), *_block(hidden, hidden, 1, False),
         )
+        self.apply(_authors_init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
@@ -51,6 +68,7 @@ class RelationModule(nn.Module):
                                       *_block(channels, channels, 1, True))
         self.score = nn.Sequential(nn.Linear(channels, hidden), nn.ReLU(), nn.Linear(hidden, 1),
                                    nn.Sigmoid())
+        self.apply(_authors_init)
 
     def forward(self, pairs: torch.Tensor) -> torch.Tensor:
         return self.score(self.features(pairs).mean((2, 3))).squeeze(-1)
