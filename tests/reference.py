@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from unittest import mock
 
 import torch
 
@@ -99,7 +100,11 @@ CASES: dict[str, tuple[str, Callable[[], torch.nn.Module], dict, Callable[[], mm
 def build(case: str) -> tuple[mm.learners.Learner, mm.tasks.TaskBatch]:
     """The case's learner (float64) and batch."""
     name, model, kwargs, batch = CASES[case]
-    return LEARNERS[name].build(model(), **kwargs).to(DT), batch()
+    # Relation Networks have since taken their authors' initialisation, which changes the
+    # starting point but not the computation pinned here: the recorded case keeps torch's.
+    with mock.patch("modmeta.models.relation._authors_init", lambda module: None):
+        learner = LEARNERS[name].build(model(), **kwargs)
+    return learner.to(DT), batch()
 
 
 def meta_gradient(learner: mm.learners.Learner, batch: mm.tasks.TaskBatch) -> list[tuple[tuple[int, ...], torch.Tensor]]:

@@ -140,7 +140,9 @@ def test_a_study_killed_mid_way_resumes_from_the_store_with_its_trials(tmp_path)
     store = Store(url, heartbeat=1)
     before = store.load("killed").trials
     assert [t.state.name for t in before] == ["COMPLETE"] * 3 + ["RUNNING"]
-    time.sleep(2.5)  # the killed trial's heartbeat goes stale (grace period 2 s)
+    # The killed trial's heartbeat goes stale after the 2 s grace period; SQLite's clock
+    # (CURRENT_TIMESTAMP) counts whole seconds, so 2.5 s could read as 2 and not be stale.
+    time.sleep(3.5)
     study = tune(lambda t: -(t.suggest_float("x", 0.0, 1.0) - 0.5) ** 2, store, "killed", {"size": 1.0}, trials=6)
     after = study.trials
     assert [t.params for t in after[:3]] == [t.params for t in before[:3]]

@@ -23,7 +23,7 @@ def test_list_name_prints_the_summary_and_each_argument_with_its_type_and_defaul
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "maml (learner): " + mm.registry.LEARNERS["maml"].summary
     args = {line.split()[0]: line for line in lines[1:]}
-    assert list(args) == ["model", "inner_lr", "inner_steps", "first_order", "inner", "aggregate", "execution"]
+    assert list(args) == ["model", "inner_lr", "inner_steps", "first_order", "inner", "aggregate", "execution", "batchnorm"]
     assert args["inner_lr"].split(None, 1)[1] == "float, default 0.4"
     assert "required (built from the config's model section)" in args["model"]
     assert main(["list", "implicit"]) == 0  # a value a learner is composed from

@@ -35,7 +35,7 @@ from modmeta.meta import aggregate as aggregation
 from modmeta.meta.aggregate import Aggregation
 from modmeta.meta.execution import Choice, Execution, map_tasks
 from modmeta.meta.outer import OuterUpdate, Task, exact
-from modmeta.models.batchnorm import Statistics, check_statistics, normalised
+from modmeta.models.batchnorm import Statistics, check_statistics, normalised, predicted
 from modmeta.models.functional import Params, forward, parameters
 from modmeta.models.safety import check_outputs, check_stateless, functional_copy
 from modmeta.tasks.batch import TaskBatch
@@ -148,7 +148,7 @@ class GradientLearner(Learner):
                            self.inner_steps, only=self.adapted, first_order=first_order, history=False)[-1]
 
         def evaluate(theta: Params, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            pred = self.predict(theta, x, support=x_support)
+            pred = predicted(self.predict, theta, x, x_support, self.batchnorm)
             return losses.loss(pred, y), losses.metric(pred, y)
 
         psi = self.psi()
@@ -194,7 +194,7 @@ class GradientLearner(Learner):
         def task_curve(xs: torch.Tensor, ys: torch.Tensor, xq: torch.Tensor, yq: torch.Tensor
                        ) -> tuple[torch.Tensor]:
             path = self.trajectory(xs, ys, steps)
-            return (torch.stack([losses.metric(self.predict(p, xq, support=xs), yq) for p in path]),)
+            return (torch.stack([losses.metric(predicted(self.predict, p, xq, xs, self.batchnorm), yq) for p in path]),)
 
         with torch.no_grad():
             return map_tasks(task_curve, batch.tensors(), self.execution)[0]

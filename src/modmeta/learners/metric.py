@@ -31,7 +31,7 @@ from modmeta.learners.base import Learner
 from modmeta.meta import aggregate as aggregation
 from modmeta.meta.aggregate import Aggregation
 from modmeta.meta.execution import Choice, Execution, map_tasks
-from modmeta.models.batchnorm import Statistics, check_statistics, normalised
+from modmeta.models.batchnorm import Statistics, check_statistics, normalised, predicted
 from modmeta.models.safety import functional_copy
 from modmeta.tasks.batch import TaskBatch
 
@@ -81,7 +81,7 @@ class MetricLearner(Learner):
     def task_loss(self, x_support: torch.Tensor, y_support: torch.Tensor, x_query: torch.Tensor,
                   y_query: torch.Tensor, ways: int) -> tuple[torch.Tensor, torch.Tensor]:
         """One task's query loss and metric."""
-        pred = self.predict(self.fit(x_support, y_support, ways), x_query, support=x_support)
+        pred = predicted(self.predict, self.fit(x_support, y_support, ways), x_query, x_support, self.batchnorm)
         return self.loss(pred, y_query), losses.metric(pred, y_query)
 
     def meta_backward(self, batch: TaskBatch) -> dict[str, float]:
@@ -102,7 +102,7 @@ class MetricLearner(Learner):
 
         def task_metric(xs: torch.Tensor, ys: torch.Tensor, xq: torch.Tensor, yq: torch.Tensor
                         ) -> tuple[torch.Tensor]:
-            return (losses.metric(self.predict(self.fit(xs, ys, ways), xq, support=xs), yq),)
+            return (losses.metric(predicted(self.predict, self.fit(xs, ys, ways), xq, xs, self.batchnorm), yq),)
 
         with torch.no_grad():
             return map_tasks(task_metric, batch.tensors(), self.execution)[0][:, None]

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -141,3 +141,11 @@ def normalised(call: Callable[[torch.Tensor], torch.Tensor], model: nn.Module, x
     n = support.shape[0]
     with statistics_from_first(model, n):
         return call(torch.cat([support, x]))[n:]
+
+
+def predicted(predict: Callable[..., torch.Tensor], state: Any, x: torch.Tensor,
+              support: torch.Tensor, batchnorm: Statistics) -> torch.Tensor:
+    """A learner's ``predict(state, x)``, given ``support=support`` only under
+    ``batchnorm="support"``: a subclass whose ``predict`` was written without the support
+    argument keeps working with the transductive statistics."""
+    return predict(state, x, support=support) if batchnorm == "support" else predict(state, x)
