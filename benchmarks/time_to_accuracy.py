@@ -1,5 +1,7 @@
 """The time-to-accuracy figure: validation accuracy against training CPU minutes, every learner
-on one plot (issue 11, item 7), from the JSON results of ``omniglot.py``.
+on one plot (issue 11, item 7), from the JSON results of ``omniglot.py``, and the table of
+the same runs (``--table``): per learner, each seed's test accuracy, their mean with the
+spread across seeds (sample standard deviation) and the mean 95% CI over test episodes.
 
 Each result holds the validation points its run took every ``--val-every`` CPU seconds. Runs
 of one learner with several seeds are drawn as thin lines with their mean as a thick one (the
@@ -7,13 +9,14 @@ points are averaged by position: the seeds validate at the same CPU times). The 
 each learner's final test accuracy (mean over its seeds) and the number of seeds.
 
     python benchmarks/time_to_accuracy.py benchmarks/results/omniglot-*-20min-seed*.json \\
-        --out benchmarks/results/time-to-accuracy.png
+        --out benchmarks/results/time-to-accuracy.png --table
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 from collections import defaultdict
 from pathlib import Path
 
@@ -27,12 +30,38 @@ def label(result: dict) -> str:
     return f"{result['config']['learner']['name']} {test['ways']}w{test['shots']}s"
 
 
-def draw(results: list[dict], out: Path) -> Path:
-    """One line per learner (mean over seeds) with each seed's run drawn thinly."""
+def by_learner(results: list[dict]) -> dict[str, list[dict]]:
+    """The results with validation points, grouped by :func:`label`."""
     groups: dict[str, list[dict]] = defaultdict(list)
     for r in results:
         if r.get("validation"):
             groups[label(r)].append(r)
+    return groups
+
+
+def table(results: list[dict]) -> str:
+    """A markdown table: one row per learner with its seeds' test accuracies (the reported
+    ``best`` step where the run chose one on validation), their mean ± the spread across seeds,
+    the mean episode CI, the other batch-norm statistics' mean, and the mean iterations."""
+    rows = ["| learner | seeds | test accuracy per seed (%) | mean ± spread across seeds | "
+            "episode 95% CI | other batch norm | iterations |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for name, runs in sorted(by_learner(results).items()):
+        runs = sorted(runs, key=lambda r: r["config"]["train"]["seed"])
+        test = [r.get("best", {}).get("test", [r["evaluation"]["mean"], r["evaluation"]["ci95"]]) for r in runs]
+        acc = [100 * t[0] for t in test]
+        spread = f" ± {statistics.stdev(acc):.2f}" if len(acc) > 1 else " (one seed)"
+        other = [(mode, 100 * o["mean"]) for r in runs for mode, o in (r.get("other_batchnorm") or {}).items()]
+        other_text = f"{statistics.fmean(a for _, a in other):.2f}% ({other[0][0]})" if other else "—"
+        rows.append(f"| {name} | {', '.join(str(r['config']['train']['seed']) for r in runs)} | "
+                    f"{', '.join(f'{a:.2f}' for a in acc)} | **{statistics.fmean(acc):.2f}**{spread} | "
+                    f"± {100 * statistics.fmean(t[1] for t in test):.2f} | {other_text} | "
+                    f"{statistics.fmean(r['iterations'] for r in runs):,.0f} |")
+    return "\n".join(rows)
+
+
+def draw(results: list[dict], out: Path) -> Path:
+    """One line per learner (mean over seeds) with each seed's run drawn thinly."""
+    groups = by_learner(results)
     if not groups:
         raise SystemExit("none of the results holds validation points: rerun them with omniglot.py")
     fig = Figure(figsize=(8, 5))
@@ -62,9 +91,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("results", nargs="+", help="JSON results of omniglot.py")
     parser.add_argument("--out", default="benchmarks/results/time-to-accuracy.png")
+    parser.add_argument("--table", action="store_true", help="also print the markdown table of the runs")
     args = parser.parse_args()
     results = [json.loads(Path(p).read_text()) for p in args.results]
     print(draw(results, Path(args.out)))
+    if args.table:
+        print(table(results))
 
 
 if __name__ == "__main__":
