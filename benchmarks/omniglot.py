@@ -5,11 +5,14 @@ Builds the tasks, model and learner of ``CONFIG`` (``configs/omniglot-maml-5w1s.
 the source of truth for every setting) and meta-trains it for ``--minutes`` of its own CPU
 time (``time.process_time``: with one thread, the wall time it would take on an idle core;
 this machine's two cores are shared, so wall time is recorded too) instead of the config's
-iterations, with the config's optimizer, meta-batch, rate, ``train.scheduler`` and ``train.clip_grad_norm`` (a ``linear`` schedule is decayed
-over the budget, as Reptile's meta step is over its iterations). It then evaluates on the
+iterations, with the config's optimizer, meta-batch, rate, ``train.scheduler`` and
+``train.clip_grad_norm`` (a ``linear`` schedule is decayed over the budget, as Reptile's meta
+step is over its iterations). It then evaluates on the
 config's test episodes (``eval``: episodes, steps, seed, ``eval.tasks``) and writes a JSON
 result (machine, command, config, date, iterations, wall time, accuracy curve over adaptation
-steps).
+steps, and the machine's one-minute load average at each validation and their mean: a CPU
+second is not a fixed amount of work on shared cores; a MAML iteration took 1.73 CPU seconds in
+a run whose wall time was 3.1 times its CPU time and 0.84 in one at 1.07 times).
 
 Every ``--val-every`` CPU seconds of training it scores ``train.val_episodes`` validation
 episodes (``train.val_seed``, the same episodes each time) at the config's test steps; that
@@ -31,7 +34,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import statistics
 import sys
 import time
 from datetime import date
@@ -80,7 +85,8 @@ def main() -> None:
                 before = time.process_time()
                 val = validate()
                 validation.append({"iteration": iterations, "cpu_seconds": round(used, 1), "accuracy": val.mean,
-                                   "ci95": val.ci95, "curve": [m for m, _ in val.curve]})
+                                   "ci95": val.ci95, "curve": [m for m, _ in val.curve],
+                                   "load_average": os.getloadavg()[0]})
                 print(validation[-1] | {"curve": None}, flush=True)
                 not_training += time.process_time() - before
             if t.schedule == "linear":  # decayed to 0 over the budget, as over the iterations in a run
@@ -121,6 +127,7 @@ def main() -> None:
         "command": " ".join(["python", "benchmarks/omniglot.py", *sys.argv[1:]]),
         "config": run.config.to_dict(), "iterations": iterations, "stopped_early": stopped_early,
         "train_cpu_seconds": round(cpu_seconds, 1), "train_wall_seconds": round(train_seconds, 1),
+        "load_average": round(statistics.fmean(v["load_average"] for v in validation[:-1]), 2) if validation[:-1] else None,
         "tasks_seen": iterations * t.meta_batch, "evaluation": ev.to_dict(), "other_batchnorm": other,
         "best": {"step": best, "val": list(val.curve[best]), "test": list(ev.curve[best])},
         "validation": validation, "log": log,
