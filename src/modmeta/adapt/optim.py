@@ -29,7 +29,7 @@ value can build many learners and is never changed itself.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, Literal
 
 import torch
@@ -267,10 +267,13 @@ def adam(lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float 
     return InnerOptimizer(ScaleByAdam(beta1, beta2, eps), InnerRates(rates, lr), name="adam")
 
 
-def descend(objective: Callable[[Params], torch.Tensor], params: Params, optimizer: InnerOptimizer,
-            steps: int, only: Collection[str] | None = None, first_order: bool = False,
-            history: bool = True) -> list[Params]:
+def descend(objective: Callable[[Params], torch.Tensor] | Sequence[Callable[[Params], torch.Tensor]],
+            params: Params, optimizer: InnerOptimizer, steps: int, only: Collection[str] | None = None,
+            first_order: bool = False, history: bool = True) -> list[Params]:
     """``steps`` steps of ``optimizer`` on ``objective`` from ``params`` (the inner loop).
+
+    ``objective`` may be a sequence, one objective per step (step ``k`` descends
+    ``objective[k]``): the inner mini-batches of :mod:`modmeta.adapt.minibatch`.
 
     Only the tensors named in ``only`` move (all when ``None``); the others enter
     ``objective`` unchanged. Gradients come from ``torch.func.grad``, so the loop runs under
@@ -288,15 +291,19 @@ def descend(objective: Callable[[Params], torch.Tensor], params: Params, optimiz
 
     frozen = {n: p.detach() for n, p in fixed.items()} if first_order else fixed
 
-    def step_loss(m: Params) -> torch.Tensor:
-        return objective({**frozen, **m})
+    per_step = list(objective) if isinstance(objective, Sequence) else [objective] * steps
+    if len(per_step) < steps:
+        raise ValueError(f"{steps} inner steps need {steps} objectives, got {len(per_step)}")
+
+    def step_loss(m: Params, k: int) -> torch.Tensor:
+        return per_step[k]({**frozen, **m})
 
     trajectory = [dict(params)]
-    for _ in range(steps):
+    for k in range(steps):
         if first_order:  # the gradient at detached parameters: no graph is built for it at all
-            g = grad(step_loss)({n: v.detach() for n, v in moving.items()})
+            g = grad(step_loss)({n: v.detach() for n, v in moving.items()}, k)
         else:
-            g = grad(step_loss)(moving)
+            g = grad(step_loss)(moving, k)
         moving, state = optimizer.update(g, state, moving)
         if history:
             trajectory.append({**fixed, **moving})

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from modmeta import losses
+from modmeta.adapt.minibatch import minibatches
 from modmeta.adapt.optim import InnerOptimizer, descend, sgd
 from modmeta.adapt.proximal import proximal
 from modmeta.adapt.shrinkage import Shrinkage
@@ -55,7 +56,8 @@ class GradientLearner(Learner):
     ``inner`` (default ``sgd(0.4)``) and ``prior`` are copied, then bound to the model's
     parameters: learned rates become this learner's submodule ``rates``, and ``prior`` its
     submodule ``shrinkage`` (``σ`` per module), which makes the inner objective MAP under
-    ``N(φ, diag(1/Λ))``. ``adapt_only`` lists parameter-name
+    ``N(φ, diag(1/Λ))``. ``inner_batch`` rows of the support set per inner step
+    (:mod:`modmeta.adapt.minibatch`; ``None``: all of them, every step). ``adapt_only`` lists parameter-name
     prefixes that adapt (``None``: all of them). ``execution`` chooses how tasks are batched
     (see :mod:`modmeta.meta.execution`).
     """
@@ -71,9 +73,12 @@ class GradientLearner(Learner):
         aggregate: Aggregation | None = None,
         execution: Execution = "auto",
         batchnorm: Statistics = "transductive",
+        inner_batch: int | None = None,
     ) -> None:
         super().__init__()
         self.batchnorm = check_statistics(batchnorm)
+        minibatches(1, inner_batch, 0)  # a ValueError now for a size below 1
+        self.inner_batch = inner_batch
         if inner_steps < 0:
             raise ValueError(f"inner_steps must be >= 0, got {inner_steps}")
         self.model = functional_copy(model)
@@ -131,12 +136,21 @@ class GradientLearner(Learner):
         own = {n[len("shrinkage."):]: p for n, p in psi.items() if n.startswith("shrinkage.")}
         return proximal(support_loss, self.start(psi), self.shrinkage.precision(**own))
 
+    def step_objectives(self, x_support: torch.Tensor, y_support: torch.Tensor, psi: Params, steps: int
+                        ) -> Callable[[Params], torch.Tensor] | list[Callable[[Params], torch.Tensor]]:
+        """What each of ``steps`` inner steps descends: :meth:`objective` on the whole support
+        set, or on each step's ``inner_batch`` rows of it."""
+        rows = minibatches(x_support.shape[0], self.inner_batch, steps)
+        if rows is None:
+            return self.objective(x_support, y_support, psi)
+        return [self.objective(x_support[r], y_support[r], psi) for r in rows]
+
     def trajectory(self, x_support: torch.Tensor, y_support: torch.Tensor,
                    steps: int | None = None) -> list[Params]:
         """Parameters after ``0 .. steps`` inner steps on one task's support set."""
         steps = self.inner_steps if steps is None else steps
         psi = self.psi()
-        return descend(self.objective(x_support, y_support, psi), self.start(psi), self.inner, steps,
+        return descend(self.step_objectives(x_support, y_support, psi, steps), self.start(psi), self.inner, steps,
                        only=self.adapted)
 
     def task(self, x_support: torch.Tensor, y_support: torch.Tensor, x_query: torch.Tensor,
@@ -144,8 +158,9 @@ class GradientLearner(Learner):
         """One task's inner problem, for the outer update."""
 
         def adapt(psi: Params, first_order: bool) -> Params:
-            return descend(self.objective(x_support, y_support, psi), self.start(psi), self.inner,
-                           self.inner_steps, only=self.adapted, first_order=first_order, history=False)[-1]
+            return descend(self.step_objectives(x_support, y_support, psi, self.inner_steps), self.start(psi),
+                           self.inner, self.inner_steps, only=self.adapted, first_order=first_order,
+                           history=False)[-1]
 
         def evaluate(theta: Params, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             pred = predicted(self.predict, theta, x, x_support, self.batchnorm)

@@ -1,0 +1,106 @@
+"""Reptile as its paper (issue 11, item 2): inner mini-batches and the batch-norm modes."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+import modmeta as mm
+from helpers import DT, linear_batch
+from modmeta.adapt.minibatch import minibatches
+from modmeta.learners import Reptile
+
+
+def linear_model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Linear(3, 1).to(DT)
+
+
+def test_the_steps_pass_through_every_row_once_per_epoch_and_never_twice_in_a_step() -> None:
+    rows = minibatches(50, 10, 7)
+    assert len(rows) == 7 and all(len(r) == len(set(r.tolist())) == 10 for r in rows)
+    assert sorted(torch.cat(rows[:5]).tolist()) == list(range(50))  # the first epoch: every row once
+    assert torch.equal(rows[5], rows[0]) and torch.equal(rows[6], rows[1])  # then the next epoch
+    wrapping = minibatches(5, 3, 3)  # 3 rows per step from 5: the second step wraps around
+    assert all(len(set(r.tolist())) == 3 for r in wrapping)
+    assert sorted(torch.cat(wrapping[:2]).tolist()[:5]) == list(range(5))
+
+
+def test_a_mini_batch_no_smaller_than_the_support_set_is_all_of_it() -> None:
+    assert minibatches(5, None, 3) is None and minibatches(5, 5, 3) is None and minibatches(5, 10, 3) is None
+
+
+@pytest.mark.parametrize("size", [0, -2])
+def test_a_mini_batch_below_one_row_is_refused(size: int) -> None:
+    with pytest.raises(ValueError, match="inner_batch must be >= 1"):
+        Reptile(linear_model(), inner_batch=size)
+
+
+def test_the_global_rng_is_left_alone() -> None:
+    torch.manual_seed(3)
+    random.seed(3)
+    before, python_before = torch.get_rng_state(), random.getstate()
+    minibatches(50, 10, 5)
+    assert torch.equal(torch.get_rng_state(), before) and random.getstate() == python_before
+
+
+def test_each_inner_step_descends_its_own_mini_batch() -> None:
+    # SGD steps written out by hand, each on the rows minibatches() names.
+    batch = linear_batch(tasks=1, shots=10)
+    xs, ys = batch.x_support[0], batch.y_support[0]
+    learner = Reptile(linear_model(), inner_lr=0.1, inner_steps=3, inner_batch=4)
+    w, b = (p.detach().clone() for p in learner.model.parameters())
+    for r in minibatches(10, 4, 3):
+        w_, b_ = w.clone().requires_grad_(), b.clone().requires_grad_()
+        loss = torch.nn.functional.mse_loss(xs[r] @ w_.T + b_, ys[r])
+        gw, gb = torch.autograd.grad(loss, (w_, b_))
+        w, b = w - 0.1 * gw, b - 0.1 * gb
+    theta = learner.adapt(xs, ys)
+    torch.testing.assert_close(theta["weight"], w)
+    torch.testing.assert_close(theta["bias"], b)
+    whole = Reptile(linear_model(), inner_lr=0.1, inner_steps=3).adapt(xs, ys)
+    assert not torch.allclose(whole["weight"], w)  # the whole support set would give another answer
+
+
+def test_without_mini_batches_nothing_changes() -> None:
+    batch = linear_batch(tasks=3, shots=6)
+    results = []
+    for inner_batch in (None, 6, 100):  # all rows, as before the option existed
+        learner = Reptile(linear_model(), inner_lr=0.1, inner_steps=3, inner_batch=inner_batch)
+        learner.zero_grad()
+        learner.meta_backward(batch)
+        results.append([p.grad.clone() for p in learner.parameters()])
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert torch.equal(a, b)
+
+
+def test_mini_batches_agree_in_the_loop_and_under_vmap() -> None:
+    batch = linear_batch(tasks=3, shots=10)
+    grads = []
+    for execution in ("loop", "vmap"):
+        learner = Reptile(linear_model(), inner_lr=0.1, inner_steps=4, inner_batch=3, execution=execution)
+        learner.zero_grad()
+        learner.meta_backward(batch)
+        grads.append([p.grad.clone() for p in learner.parameters()])
+        assert learner.curve(batch, 6).shape == (3, 7)
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("batchnorm", ["transductive", "support"])
+def test_reptile_takes_the_batch_norm_mode(batchnorm: str) -> None:
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4), torch.nn.Tanh(),
+                              torch.nn.Linear(4, 2)).to(DT)
+    learner = Reptile(net, inner_lr=0.1, inner_steps=2, batchnorm=batchnorm)
+    g = torch.Generator().manual_seed(0)
+    xs, xq = torch.randn(4, 3, generator=g, dtype=DT), 3 + torch.randn(6, 3, generator=g, dtype=DT)
+    theta = learner.adapt(xs, torch.tensor([0, 1, 0, 1]))
+    together = learner.predict(theta, xq, support=xs)
+    alone = learner.predict(theta, xq[:2], support=xs)
+    # with the support set's statistics a query's prediction does not depend on the other queries
+    assert torch.allclose(alone, together[:2]) == (batchnorm == "support")
+    assert mm.registry.LEARNERS["reptile"].build(net, batchnorm=batchnorm, inner_batch=2).batchnorm == batchnorm
