@@ -133,3 +133,15 @@ def test_metric_learners_agree_in_the_loop_and_under_vmap_with_support_statistic
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b)
     torch.testing.assert_close(curves[0], curves[1])
+
+
+@pytest.mark.parametrize("name", ["maml", "fomaml", "metasgd", "lslr", "reptile", "imaml", "sigma-maml",
+                                  "sigma-imaml", "sigma-reptile"])
+def test_every_gradient_learner_takes_the_support_statistics(name: str) -> None:
+    learner = mm.registry.LEARNERS[name].build(net(), batchnorm="support")
+    xs, ys, xq, _ = task()
+    theta = learner.adapt(xs, ys)
+    # each query is predicted from the support set and itself alone
+    torch.testing.assert_close(learner.predict(theta, xq[:2], support=xs), learner.predict(theta, xq, support=xs)[:2])
+    transductive = mm.registry.LEARNERS[name].build(net())
+    assert transductive.batchnorm == "transductive"

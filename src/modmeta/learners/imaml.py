@@ -22,6 +22,7 @@ from modmeta.adapt.optim import InnerOptimizer
 from modmeta.learners.shrinkage import SigmaIMAML
 from modmeta.meta.aggregate import Aggregation
 from modmeta.meta.execution import Execution
+from modmeta.models.batchnorm import Statistics
 
 
 class IMAML(SigmaIMAML):
@@ -30,7 +31,8 @@ class IMAML(SigmaIMAML):
 
     def __init__(self, model: nn.Module, inner_lr: float = 0.01, inner_steps: int = 10, lam: float = 1.0,
                  cg_steps: int = 5, damping: float = 0.0, inner: InnerOptimizer | None = None,
-                 aggregate: Aggregation | None = None, execution: Execution = "auto") -> None:
+                 aggregate: Aggregation | None = None, execution: Execution = "auto",
+                 batchnorm: Statistics = "transductive") -> None:
         if not lam > 0:
             raise ValueError(f"lam must be > 0, got {lam}")
         if inner is None and inner_lr * lam >= 2:
@@ -40,5 +42,5 @@ class IMAML(SigmaIMAML):
             )
         super().__init__(model, inner_lr, inner_steps, sigma=lam**-0.5, modules=lambda name: "all",
                          learn_sigma=False, min_sigma=0.0, cg_steps=cg_steps, damping=damping, inner=inner,
-                         aggregate=aggregate, execution=execution)
+                         aggregate=aggregate, execution=execution, batchnorm=batchnorm)
         self.lam = lam

@@ -59,6 +59,7 @@ from modmeta.meta import outer
 from modmeta.meta.aggregate import Aggregation
 from modmeta.meta.execution import Execution
 from modmeta.meta.outer import OuterUpdate
+from modmeta.models.batchnorm import Statistics
 
 
 class ShrinkageLearner(GradientLearner):
@@ -67,18 +68,19 @@ class ShrinkageLearner(GradientLearner):
     ``sigma`` is the initial ``σ_m`` of every module, ``modules`` groups the parameters (one
     module per layer by default), ``learn_sigma=False`` fixes ``σ``. ``min_sigma`` (default
     ``√inner_lr``, the inner rate being ``inner``'s when given) is the floor that keeps the
-    inner loop stable.
+    inner loop stable. ``batchnorm`` as in :class:`GradientLearner`.
     """
 
     def __init__(self, model: nn.Module, outer: OuterUpdate, inner_lr: float = 0.01, inner_steps: int = 10,
                  sigma: float = 1.0, modules: ModuleRule = None, learn_sigma: bool = True,
                  min_sigma: float | None = None, inner: InnerOptimizer | None = None,
-                 aggregate: Aggregation | None = None, execution: Execution = "auto") -> None:
+                 aggregate: Aggregation | None = None, execution: Execution = "auto",
+                 batchnorm: Statistics = "transductive") -> None:
         inner = sgd(inner_lr) if inner is None else inner
         min_sigma = math.sqrt(inner.rates.lr) if min_sigma is None else min_sigma
         super().__init__(model, inner, inner_steps, outer=outer,
                          prior=Shrinkage(sigma=sigma, modules=modules, min_sigma=min_sigma, learn=learn_sigma),
-                         aggregate=aggregate, execution=execution)
+                         aggregate=aggregate, execution=execution, batchnorm=batchnorm)
 
     def sigmas(self) -> dict[str, float]:
         """``σ_m`` per module: small means shared across tasks, large means task-specific."""
@@ -92,9 +94,9 @@ class SigmaMAML(ShrinkageLearner):
     def __init__(self, model: nn.Module, inner_lr: float = 0.01, inner_steps: int = 10, sigma: float = 1.0,
                  modules: ModuleRule = None, learn_sigma: bool = True, min_sigma: float | None = None,
                  inner: InnerOptimizer | None = None, aggregate: Aggregation | None = None,
-                 execution: Execution = "auto") -> None:
+                 execution: Execution = "auto", batchnorm: Statistics = "transductive") -> None:
         super().__init__(model, outer.exact(), inner_lr, inner_steps, sigma, modules, learn_sigma, min_sigma,
-                         inner, aggregate, execution)
+                         inner, aggregate, execution, batchnorm)
 
 
 class SigmaIMAML(ShrinkageLearner):
@@ -106,9 +108,10 @@ class SigmaIMAML(ShrinkageLearner):
     def __init__(self, model: nn.Module, inner_lr: float = 0.01, inner_steps: int = 10, sigma: float = 1.0,
                  modules: ModuleRule = None, learn_sigma: bool = True, min_sigma: float | None = None,
                  cg_steps: int = 5, damping: float = 0.0, inner: InnerOptimizer | None = None,
-                 aggregate: Aggregation | None = None, execution: Execution = "auto") -> None:
+                 aggregate: Aggregation | None = None, execution: Execution = "auto",
+                 batchnorm: Statistics = "transductive") -> None:
         super().__init__(model, outer.implicit(cg_steps, damping), inner_lr, inner_steps, sigma, modules,
-                         learn_sigma, min_sigma, inner, aggregate, execution)
+                         learn_sigma, min_sigma, inner, aggregate, execution, batchnorm)
 
 
 class SigmaReptile(ShrinkageLearner):
@@ -118,6 +121,7 @@ class SigmaReptile(ShrinkageLearner):
     def __init__(self, model: nn.Module, inner_lr: float = 0.01, inner_steps: int = 10, sigma: float = 1.0,
                  modules: ModuleRule = None, learn_sigma: bool = True, min_sigma: float | None = None,
                  cg_steps: int = 5, damping: float = 0.0, inner: InnerOptimizer | None = None,
-                 aggregate: Aggregation | None = None, execution: Execution = "auto") -> None:
+                 aggregate: Aggregation | None = None, execution: Execution = "auto",
+                 batchnorm: Statistics = "transductive") -> None:
         super().__init__(model, outer.reptile(others=outer.implicit(cg_steps, damping)), inner_lr, inner_steps,
-                         sigma, modules, learn_sigma, min_sigma, inner, aggregate, execution)
+                         sigma, modules, learn_sigma, min_sigma, inner, aggregate, execution, batchnorm)
