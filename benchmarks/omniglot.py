@@ -24,7 +24,7 @@ episodes are scored with the learner's ``batchnorm`` statistics and, under
 ``other_batchnorm``, with the other ones (transductive or from the support set).
 
     python benchmarks/omniglot.py configs/omniglot-maml-5w1s.yaml --minutes 20
-    python benchmarks/omniglot.py configs/omniglot-reptile-5w1s.yaml --minutes 20 --set learner.inner_lr=0.05
+    python benchmarks/omniglot.py configs/omniglot-reptile-5w1s.yaml --minutes 20 --set learner.inner_batch=5
 
 The same learner trained for the config's iterations is ``modmeta train CONFIG`` then
 ``modmeta eval``. Ctrl-C (SIGINT) stops training early and still evaluates; the result says so.
