@@ -145,3 +145,19 @@ def test_every_gradient_learner_takes_the_support_statistics(name: str) -> None:
     torch.testing.assert_close(learner.predict(theta, xq[:2], support=xs), learner.predict(theta, xq, support=xs)[:2])
     transductive = mm.registry.LEARNERS[name].build(net())
     assert transductive.batchnorm == "transductive"
+
+
+def test_the_linear_head_fits_and_scores_with_support_statistics() -> None:
+    # Its support set is embedded with its own statistics in either mode; with "support" the
+    # queries are too, so the fast curve equals predicting each query alone.
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Tanh())
+    model.head = nn.Linear(4, 6)
+    learner = mm.learners.LinearHead(model.to(DT), fit_steps=5, batchnorm="support")
+    tasks = [task(seed) for seed in range(2)]
+    batch = mm.tasks.TaskBatch(*(torch.stack(parts) for parts in zip(*tasks)))
+    curve = learner.curve(batch)
+    for t, (xs, ys, xq, yq) in enumerate(tasks):
+        state = learner.adapt(xs, ys)
+        one_by_one = torch.cat([learner.predict(state, xq[i:i + 1], support=xs) for i in range(len(xq))])
+        assert curve[t, 0] == mm.losses.metric(one_by_one, yq)

@@ -93,11 +93,16 @@ class LinearHead(MetricLearner):
         :meth:`MetricLearner.embed`)."""
         return F.normalize(super().embed(x, support), dim=-1)
 
+    def embed_support(self, x_support: torch.Tensor) -> torch.Tensor:
+        """Unit-length embeddings of a support set, normalised by its own batch statistics
+        whatever ``batchnorm`` says (that choice is about the queries)."""
+        return F.normalize(self.model(x_support), dim=-1)
+
     def fit(self, x_support: torch.Tensor, y_support: torch.Tensor, ways: int
             ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(W, b)`` of the logistic regression on the embedded support set (``φ`` frozen)."""
         with torch.no_grad():
-            z = self.embed(x_support)
+            z = self.embed_support(x_support)
         return logistic_regression(z, y_support, ways, self.l2, self.fit_steps)
 
     def predict(self, state: tuple[torch.Tensor, torch.Tensor], x: torch.Tensor,
@@ -111,7 +116,7 @@ class LinearHead(MetricLearner):
         ways = count_ways(batch.y_support)
 
         def embed(xs: torch.Tensor, xq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            return self.embed(xs), self.embed(xq, xs)
+            return self.embed_support(xs), self.embed(xq, xs)
 
         def score(zs: torch.Tensor, ys: torch.Tensor, zq: torch.Tensor, yq: torch.Tensor) -> torch.Tensor:
             state = logistic_regression(zs, ys, ways, self.l2, self.fit_steps)
