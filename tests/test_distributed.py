@@ -41,19 +41,23 @@ def cases(folder: Path) -> dict[str, dict[str, Any]]:
 
     The conv nets train with SGD, not Adam: a convolution's bias before a batch norm has a
     meta-gradient of zero up to rounding, which Adam's normalisation would turn into full
-    steps whose signs depend on the summation order."""
+    steps whose signs depend on the summation order. They name their execution: under "auto"
+    each run times vmap against the loop, and on these tiny nets the two are close enough that
+    busy cores can make the two runs keep different ones (both exact, logged differently)."""
     images = {"name": "npz", "path": str(folder / "images.npz"), "ways": 3, "shots": 1, "queries": 2}
     conv = {"name": "conv4", "hidden": 4}
     return {
         "maml-sinusoid": {"tasks": SINUSOID, "model": MLP, "learner": {"name": "maml", "inner_lr": 0.01}},
-        "maml-conv": {"tasks": images, "model": conv, "learner": {"name": "maml", "inner_lr": 0.4}, "train": SGD},
+        "maml-conv": {"tasks": images, "model": conv, "learner": {"name": "maml", "inner_lr": 0.4, "execution": "loop"},
+                      "train": SGD},
         "reptile": {"tasks": SINUSOID, "model": MLP, "learner": {"name": "reptile", "inner_steps": 3}},
         "bouncegrad": {"tasks": {"name": "sines", "shots": 8, "queries": 8, "train_tasks": 12},
                        "model": {"name": "modular", "modules": [[3, [8]], [3, [8]]], "slots": 2},
                        "learner": {"name": "bouncegrad", "anneal_iterations": ITERATIONS}},
         "pcgrad": {"tasks": SINUSOID, "model": MLP,
                    "learner": {"name": "maml", "inner_lr": 0.01, "aggregate": {"name": "pcgrad"}}},
-        "protonet": {"tasks": images, "model": {**conv, "out": None}, "learner": {"name": "protonet"}, "train": SGD},
+        "protonet": {"tasks": images, "model": {**conv, "out": None}, "learner": {"name": "protonet", "execution": "loop"},
+                     "train": SGD},
         "lslr": {"tasks": SINUSOID, "model": MLP, "learner": {"name": "lslr", "inner_lr": 0.01, "inner_steps": 2}},
         "sigma-imaml": {"tasks": SINUSOID, "model": MLP,
                         "learner": {"name": "sigma-imaml", "inner_lr": 0.01, "inner_steps": 5, "cg_steps": 3}},
