@@ -118,7 +118,7 @@ def test_a_warm_started_study_first_tries_its_neighbours_best_configurations():
 
 
 KILLED = """
-import os, sys
+import os, sqlite3, sys, time
 import optuna
 sys.path.insert(0, {src!r})
 from modmeta.tune import Store, tune
@@ -126,6 +126,13 @@ from modmeta.tune import Store, tune
 def objective(trial):
     x = trial.suggest_float("x", 0.0, 1.0)
     if trial.number == 3:
+        # Optuna's heartbeat thread writes the trial's first heartbeat a moment after the trial
+        # starts; a process killed before that leaves a trial no heartbeat can call stale.
+        db = sqlite3.connect({path!r})
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not db.execute(
+                "SELECT count(*) FROM trial_heartbeats WHERE trial_id = ?", (trial._trial_id,)).fetchone()[0]:
+            time.sleep(0.05)
         os._exit(9)  # killed mid-trial: no clean-up runs
     return -(x - 0.5) ** 2
 
@@ -135,7 +142,7 @@ tune(objective, Store({url!r}, heartbeat=1), "killed", {{"size": 1.0}}, trials=6
 
 def test_a_study_killed_mid_way_resumes_from_the_store_with_its_trials(tmp_path):
     url = f"sqlite:///{tmp_path / 'tune.db'}"
-    run = subprocess.run([sys.executable, "-c", textwrap.dedent(KILLED.format(src=str(SRC), url=url))])
+    run = subprocess.run([sys.executable, "-c", textwrap.dedent(KILLED.format(src=str(SRC), url=url, path=str(tmp_path / "tune.db")))])
     assert run.returncode == 9
     store = Store(url, heartbeat=1)
     before = store.load("killed").trials

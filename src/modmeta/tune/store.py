@@ -7,6 +7,8 @@ experience accumulates across machines, or an in-memory one. A process killed mi
 its trials in the database; reopening the study by name resumes it, and with an RDB URL the
 trial that was running when the process died is marked failed after ``2 * heartbeat``
 seconds and its configuration queued again (Optuna's heartbeat and ``RetryHeartbeatStaleTrialCallback``).
+A trial killed in the moment before its first heartbeat is written has none to go stale and
+stays running in the store; it does not block the study, which runs its other trials.
 """
 
 from __future__ import annotations
