@@ -19,7 +19,10 @@ episodes (``train.val_seed``, the same episodes each time) at the config's test 
 time is not counted in the budget. The points make the time-to-accuracy figure
 (``time_to_accuracy.py``). When the test curve has more than one step, the step reported as
 ``best`` is the one with the highest accuracy on the last validation, never chosen on the test
-episodes. ``--set train.seed=N`` runs another seed (the test episodes stay ``eval.seed``). The test
+episodes. For an implicit outer update (iMAML, σ-iMAML) each validation also records
+``implicit``: the cosine and norm ratio of its meta-gradient to the exact gradient through the
+same inner steps, and how stationary the inner loop ends (``Implicit.agreement``) on 4 fixed
+training episodes. ``--set train.seed=N`` runs another seed (the test episodes stay ``eval.seed``). The test
 episodes are scored with the learner's ``batchnorm`` statistics and, under
 ``other_batchnorm``, with the other ones (transductive or from the support set).
 
@@ -47,6 +50,7 @@ import torch
 
 import modmeta as mm
 from modmeta import config
+from modmeta.meta.outer import Implicit
 from modmeta.models.batchnorm import STATISTICS, has_batchnorm
 from modmeta.train.optimizers import make_optimizer, make_scheduler
 
@@ -74,6 +78,11 @@ def main() -> None:
     def validate() -> Any:
         return mm.evaluate(learner, val_family, episodes=t.val_episodes, steps=e.steps, seed=t.val_seed)
 
+    # An implicit outer update (iMAML, σ-iMAML) is checked against the exact gradient of the same
+    # inner loop at every validation, on the same 4 training episodes each time.
+    implicit = learner.outer if isinstance(getattr(learner, "outer", None), Implicit) else None
+    check_batch = run.tasks.sample(4, torch.Generator().manual_seed(t.val_seed)) if implicit else None
+
     budget = 60 * args.minutes
     start, cpu_start = time.perf_counter(), time.process_time()
     iterations, log, validation = 0, [], []
@@ -87,6 +96,8 @@ def main() -> None:
                 validation.append({"iteration": iterations, "cpu_seconds": round(used, 1), "accuracy": val.mean,
                                    "ci95": val.ci95, "curve": [m for m, _ in val.curve],
                                    "load_average": os.getloadavg()[0]})
+                if implicit is not None:
+                    validation[-1]["implicit"] = implicit.agreement(learner.tasks(check_batch))
                 print(validation[-1] | {"curve": None}, flush=True)
                 not_training += time.process_time() - before
             if t.schedule == "linear":  # decayed to 0 over the budget, as over the iterations in a run

@@ -88,6 +88,22 @@ def test_imaml_approaches_the_gradient_through_a_long_unrolled_inner_loop():
     assert max(g.abs().max().item() for g in implicit.values()) > 1e-2  # not a vacuous match
 
 
+def test_agreement_of_the_implicit_and_unrolled_gradients_tracks_how_stationary_the_inner_loop_ends():
+    batch = sine_batch(tasks=3)
+    converged = IMAML(smooth_net(), inner_lr=0.05, inner_steps=150, lam=5.0, cg_steps=40)
+    check = converged.outer.agreement(converged.tasks(batch))
+    assert check["cosine"] == pytest.approx(1.0, abs=1e-9) and check["norm_ratio"] == pytest.approx(1.0, abs=1e-6)
+    assert check["stationarity"] < 1e-8 and check["stationarity_ratio"] < 1e-8
+    assert all(p.grad is None for p in converged.parameters())  # a check, not a training step
+    # Two inner steps are far from the proximal problem's minimum: the implicit gradient
+    # assumes one and disagrees with the gradient of the two steps actually taken.
+    early = IMAML(smooth_net(), inner_lr=0.05, inner_steps=2, lam=5.0, cg_steps=40)
+    rough = early.outer.agreement(early.tasks(batch))
+    assert rough["stationarity_ratio"] > 0.1 and rough["cosine"] < 0.999 and abs(rough["norm_ratio"] - 1) > 0.05
+    with pytest.raises(ValueError, match="at least one task"):
+        early.outer.agreement([])
+
+
 def test_sigma_imaml_with_equal_fixed_sigmas_is_imaml_with_lambda_one_over_sigma_squared():
     batch = sine_batch(tasks=3)
     sigma = 0.6

@@ -171,6 +171,12 @@ class GradientLearner(Learner):
                     lambda theta, p: self.objective(x_support, y_support, p)(theta), adapt, evaluate,
                     (x_support, y_support), (x_query, y_query))
 
+    def tasks(self, batch: TaskBatch) -> list[Task]:
+        """Each of the batch's episodes as its inner problem, one at a time: what an outer
+        update's diagnostics take, e.g. ``implicit(5).agreement(learner.tasks(batch))``."""
+        self.check(batch.x_support[0], batch.y_support[0])
+        return [self.task(*episode) for episode in zip(*batch.tensors())]
+
     # -- the Learner interface ---------------------------------------------------------------
 
     def adapt(self, x_support: torch.Tensor, y_support: torch.Tensor, steps: int | None = None) -> Params:
