@@ -13,7 +13,7 @@ import modmeta as mm
 from helpers import DT, linear_batch, meta_grads, sine_batch, tiny_mlp
 from modmeta.learners.imaml import IMAML
 from modmeta.learners.shrinkage import SigmaIMAML, SigmaMAML
-from modmeta.meta.implicit import conjugate_gradient
+from modmeta.meta.implicit import conjugate_gradient, curvatures
 
 
 def linear_model(dim: int = 3) -> torch.nn.Linear:
@@ -88,12 +88,21 @@ def test_imaml_approaches_the_gradient_through_a_long_unrolled_inner_loop():
     assert max(g.abs().max().item() for g in implicit.values()) > 1e-2  # not a vacuous match
 
 
+def test_curvatures_are_the_ends_of_the_hessian_spectrum_and_leave_the_global_rng_alone():
+    a = torch.diag(torch.tensor([3.0, -2.0, 1.0, 0.5], dtype=DT))
+    state = torch.get_rng_state()
+    low, high = curvatures(lambda p: 0.5 * p["w"] @ a @ p["w"], {"w": torch.ones(4, dtype=DT)}, iterations=200)
+    assert (low, high) == (pytest.approx(-2.0, abs=1e-6), pytest.approx(3.0, abs=1e-6))
+    assert torch.equal(torch.get_rng_state(), state)
+
+
 def test_agreement_of_the_implicit_and_unrolled_gradients_tracks_how_stationary_the_inner_loop_ends():
     batch = sine_batch(tasks=3)
     converged = IMAML(smooth_net(), inner_lr=0.05, inner_steps=150, lam=5.0, cg_steps=40)
     check = converged.outer.agreement(converged.tasks(batch))
     assert check["cosine"] == pytest.approx(1.0, abs=1e-9) and check["norm_ratio"] == pytest.approx(1.0, abs=1e-6)
     assert check["stationarity"] < 1e-8 and check["stationarity_ratio"] < 1e-8
+    assert check["lowest_curvature"] > 0  # a minimum: the proximal term (λ = 5) convexifies it
     assert all(p.grad is None for p in converged.parameters())  # a check, not a training step
     # Two inner steps are far from the proximal problem's minimum: the implicit gradient
     # assumes one and disagrees with the gradient of the two steps actually taken.

@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch.func import grad
 
-from modmeta.meta.implicit import implicit_gradient
+from modmeta.meta.implicit import curvatures, implicit_gradient
 from modmeta.models.functional import Params
 
 Data = tuple[torch.Tensor, torch.Tensor]
@@ -136,11 +136,14 @@ class Implicit:
         ends at a stationary point, and how close it gets changes as ``ψ`` is learned.
 
         Returns ``cosine`` and ``norm_ratio`` (implicit over exact) of the two mean
-        meta-gradients, and ``stationarity``: the mean over tasks of ``‖∇_θ F(θ̂, ψ)‖``, with
+        meta-gradients; ``stationarity``: the mean over tasks of ``‖∇_θ F(θ̂, ψ)‖``, with
         ``stationarity_ratio``, the same over ``‖∇_θ F(θ_0, ψ)‖`` (0 at a stationary point, 1
-        where the inner steps made no progress). Tasks run one at a time; nothing is written
-        to any ``.grad``."""
-        implicit, unrolled, ends, starts = [], [], [], []
+        where the inner steps made no progress); and ``lowest_curvature``, ``highest_curvature``:
+        the extreme eigenvalues of ``∇²_θ F(θ̂, ψ)`` over the tasks (estimates, see
+        :func:`modmeta.meta.implicit.curvatures`): below ``−damping``, the CG system is
+        indefinite and CG stops early. Tasks run one at a time; nothing is written to any
+        ``.grad``."""
+        implicit, unrolled, ends, starts, spectra = [], [], [], [], []
         for task in tasks:
             wrt = [k for k, v in task.psi.items() if v.requires_grad]
             if not wrt:
@@ -153,15 +156,20 @@ class Implicit:
             fixed = task.detached()
             with torch.no_grad():
                 theta = task.adapt(fixed, False)
+            def objective(th: Params) -> torch.Tensor:
+                return task.objective(th, fixed)
+
             for point, norms in ((theta, ends), (task.start(fixed), starts)):
                 point = {n: t.detach() for n, t in point.items()}
-                norms.append(torch.cat([g.flatten() for g in grad(lambda th: task.objective(th, fixed))(point).values()]).norm())
+                norms.append(torch.cat([g.flatten() for g in grad(objective)(point).values()]).norm())
+            spectra.append(curvatures(objective, theta))
         if not implicit:
             raise ValueError("agreement needs at least one task")
         a, b = torch.stack(implicit).mean(0), torch.stack(unrolled).mean(0)
         end, begin = torch.stack(ends).mean(), torch.stack(starts).mean()
         return {"cosine": (a @ b / (a.norm() * b.norm())).item(), "norm_ratio": (a.norm() / b.norm()).item(),
-                "stationarity": end.item(), "stationarity_ratio": (end / begin).item()}
+                "stationarity": end.item(), "stationarity_ratio": (end / begin).item(),
+                "lowest_curvature": min(low for low, _ in spectra), "highest_curvature": max(high for _, high in spectra)}
 
 
 def implicit(cg_steps: int = 5, damping: float = 0.0) -> Implicit:
