@@ -181,6 +181,7 @@ def implicit_check(args: argparse.Namespace) -> None:
         check = imaml.outer.agreement(imaml.tasks(batch))
         row = {"inner_lr": inner_lr, "inner_steps": steps, "cg_steps": cg,
                "map_gradient_norm": check["stationarity"], "map_gradient_ratio": check["stationarity_ratio"],
+               "lowest_curvature": check["lowest_curvature"], "highest_curvature": check["highest_curvature"],
                "cosine": check["cosine"],
                "norm_ratio": check["norm_ratio"]}
         rows.append(row)
@@ -256,11 +257,13 @@ def report() -> str:
         check = json.loads(path.read_text())
         lines += [f"\n#### implicit-check, {check['benchmark']} (iMAML's λ = {check['lambda']:g}, "
                   f"{check['tasks']} tasks at initialisation)\n",
-                  "| inner rate | MAP steps | CG steps | MAP gradient norm at θ̂ (over its norm at φ) | cosine to unrolled | norm ratio |",
-                  "|---|---|---|---|---|---|"]
+                  "| inner rate | MAP steps | CG steps | MAP gradient norm at θ̂ (over its norm at φ) | "
+                  "curvature of the MAP objective at θ̂ | cosine to unrolled | norm ratio |",
+                  "|---|---|---|---|---|---|---|"]
         lines += [f"| {r['inner_lr']:g} | {r['inner_steps']} | {r['cg_steps']} | {r['map_gradient_norm']:.2g}"
                   + (f" ({r['map_gradient_ratio']:.2f})" if "map_gradient_ratio" in r else "") + " | "
-                  f"{r['cosine']:.3f} | {r['norm_ratio']:.2f} |" for r in check["rows"]]
+                  + (f"{r['lowest_curvature']:.1f} to {r['highest_curvature']:.1f}" if "lowest_curvature" in r else "")
+                  + f" | {r['cosine']:.3f} | {r['norm_ratio']:.2f} |" for r in check["rows"]]
     return "\n".join(lines) + "\n"
 
 
