@@ -1,4 +1,5 @@
-"""Omniglot 5-way 1-shot with a CPU-time training budget, from a shipped config.
+"""Omniglot few-shot classification with a CPU-time training budget, from a shipped config
+(5-way 1-shot, or the ways and shots of the config's test episodes).
 
 Builds the tasks, model and learner of ``CONFIG`` (``configs/omniglot-maml-5w1s.yaml``,
 ``configs/omniglot-fomaml-5w1s.yaml``, ``configs/omniglot-reptile-5w1s.yaml``: the configs are
@@ -133,7 +134,7 @@ def main() -> None:
         learner.batchnorm = trained
     best = max(range(len(val.curve)), key=lambda k: val.curve[k][0])
     result = {
-        "benchmark": "omniglot 5-way 1-shot", "learner": cfg.learner.name, "date": date.today().isoformat(),
+        "benchmark": f"omniglot {family.ways}-way {family.shots}-shot", "learner": cfg.learner.name, "date": date.today().isoformat(),
         "machine": f"{platform.machine()} CPU, {args.threads} threads, torch {torch.__version__}",
         "command": " ".join(["python", "benchmarks/omniglot.py", *sys.argv[1:]]),
         "config": run.config.to_dict(), "iterations": iterations, "stopped_early": stopped_early,
