@@ -148,19 +148,18 @@ class Implicit:
             wrt = [k for k, v in task.psi.items() if v.requires_grad]
             if not wrt:
                 raise ValueError("the task has no meta-parameter that requires a gradient: nothing to compare")
-            for update, found in ((self, implicit), (exact(), unrolled)):
-                surrogate = update(task).surrogate
+            mine = self(task)
+            for surrogate, found in ((mine.surrogate, implicit), (exact()(task).surrogate, unrolled)):
                 grads = torch.autograd.grad(surrogate, [task.psi[k] for k in wrt], allow_unused=True)
                 found.append(torch.cat([(torch.zeros_like(task.psi[k]) if g is None else g).flatten()
                                         for k, g in zip(wrt, grads)]))
             fixed = task.detached()
-            with torch.no_grad():
-                theta = task.adapt(fixed, False)
+
             def objective(th: Params) -> torch.Tensor:
                 return task.objective(th, fixed)
 
+            theta = {n: t.detach() for n, t in mine.adapted.items()}
             for point, norms in ((theta, ends), (task.start(fixed), starts)):
-                point = {n: t.detach() for n, t in point.items()}
                 norms.append(torch.cat([g.flatten() for g in grad(objective)(point).values()]).norm())
             spectra.append(curvatures(objective, theta))
         if not implicit:
