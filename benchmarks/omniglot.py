@@ -22,8 +22,8 @@ time is not counted in the budget. The points make the time-to-accuracy figure
 ``best`` is the one with the highest accuracy on the last validation, never chosen on the test
 episodes. For an implicit outer update (iMAML, σ-iMAML) each validation also records
 ``implicit``: the cosine and norm ratio of its meta-gradient to the exact gradient through the
-same inner steps, and how stationary the inner loop ends (``Implicit.agreement``) on 4 fixed
-training episodes. ``--set train.seed=N`` runs another seed (the test episodes stay ``eval.seed``). The test
+same inner steps, how stationary the inner loop ends and the curvature there
+(``Implicit.agreement``), on 4 fixed training episodes. ``--set train.seed=N`` runs another seed (the test episodes stay ``eval.seed``). The test
 episodes are scored with the learner's ``batchnorm`` statistics and, under
 ``other_batchnorm``, with the other ones (transductive or from the support set).
 
@@ -134,7 +134,8 @@ def main() -> None:
         learner.batchnorm = trained
     best = max(range(len(val.curve)), key=lambda k: val.curve[k][0])
     result = {
-        "benchmark": f"omniglot {family.ways}-way {family.shots}-shot", "learner": cfg.learner.name, "date": date.today().isoformat(),
+        "benchmark": f"omniglot {family.ways}-way {family.shots}-shot", "learner": cfg.learner.name,
+        "date": date.today().isoformat(),
         "machine": f"{platform.machine()} CPU, {args.threads} threads, torch {torch.__version__}",
         "command": " ".join(["python", "benchmarks/omniglot.py", *sys.argv[1:]]),
         "config": run.config.to_dict(), "iterations": iterations, "stopped_early": stopped_early,

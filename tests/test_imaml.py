@@ -94,6 +94,8 @@ def test_curvatures_are_the_ends_of_the_hessian_spectrum_and_leave_the_global_rn
     low, high = curvatures(lambda p: 0.5 * p["w"] @ a @ p["w"], {"w": torch.ones(4, dtype=DT)}, iterations=200)
     assert (low, high) == (pytest.approx(-2.0, abs=1e-6), pytest.approx(3.0, abs=1e-6))
     assert torch.equal(torch.get_rng_state(), state)
+    with pytest.raises(ValueError, match="iterations must be >= 1"):
+        curvatures(lambda p: p["w"].sum(), {"w": torch.ones(2, dtype=DT)}, iterations=0)
 
 
 def test_agreement_of_the_implicit_and_unrolled_gradients_tracks_how_stationary_the_inner_loop_ends():

@@ -114,21 +114,22 @@ def curvatures(objective: Callable[[Params], torch.Tensor], theta: Params, itera
     definite). Estimates after ``iterations`` products each, from a fixed start (no global
     random state is used); they approach the true values from inside the spectrum.
     """
+    if iterations < 1:
+        raise ValueError(f"iterations must be >= 1, got {iterations}")
     theta = {n: t.detach() for n, t in theta.items()}
     _, hvp = vjp(grad(objective), theta)
     generator = torch.Generator().manual_seed(0)
     start = {n: torch.randn(t.shape, generator=generator, dtype=t.dtype).to(t.device) for n, t in theta.items()}
 
     def dominant(shift: float) -> float:
-        v, value = start, 0.0
+        """The Rayleigh quotient of ``H − shift·I`` after power iteration, plus ``shift``."""
+        v = start
         for _ in range(iterations):
             norm = _dot(v, v).sqrt()
             v = {n: x / norm for n, x in v.items()}
-            hv = hvp(v)[0]
-            hv = {n: hv[n] - shift * v[n] for n in hv}
-            value = _dot(v, hv).item()
-            v = hv
-        return value + shift
+            hv = {n: h - shift * v[n] for n, h in hvp(v)[0].items()}
+            value, v = _dot(v, hv), hv
+        return value.item() + shift
 
     first = dominant(0.0)
     second = dominant(first)
