@@ -19,7 +19,9 @@ through the network with shared weights: what a meta-iteration would cost if per
 were free.
 
 Every measurement runs in a fresh process (``--case``), so its peak resident memory
-(``ru_maxrss``, or ``torch.cuda.max_memory_allocated`` on a GPU) is its own; rounds alternate
+(``ru_maxrss``, or ``torch.cuda.max_memory_allocated`` on a GPU) is its own; every process
+imports ``torch._dynamo`` first (what torch.func and torch.optim load on their first call, about
+80 MiB once per process), so peaks differ by what the iterations need; rounds alternate
 over all cases, so slow phases of a shared machine hit every library alike. The time is wall
 clock (two threads run in parallel) per meta-iteration after one warm-up; medians and minima
 over all rounds' iterations. The peers are an optional extra (``pip install modmeta[peers]``,
@@ -147,6 +149,12 @@ def measure(case: dict, device: str) -> dict:
     """Wall-clock ms per iteration (after a warm-up) and peak memory of one case, in this process."""
     repeats = 20 if case["model"] == "sine" else 2
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    # torch.func's and torch.optim's first call imports torch._dynamo (and sympy): about 80 MiB of
+    # resident memory, once per process. TorchOpt's functional loop calls neither, so without this
+    # import its peak would be lower by that fixed amount rather than by what an iteration needs.
+    # Every case imports it first; a real training run pays it anyway (torch.optim).
+    import torch._dynamo  # noqa: F401
+
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     step, module = stepper(case["library"], case["model"], case["order"], device)
     ms = []
