@@ -6,7 +6,8 @@ spread across seeds (sample standard deviation) and the mean 95% CI over test ep
 Each result holds the validation points its run took every ``--val-every`` CPU seconds. Runs
 of one learner with several seeds are drawn as thin lines with their mean as a thick one (the
 points are averaged by position: the seeds validate at the same CPU times). The legend gives
-each learner's final test accuracy (mean over its seeds) and the number of seeds.
+each learner's test accuracy (mean over its seeds; at the step chosen on validation, as in the
+table) and the number of seeds.
 
     python benchmarks/time_to_accuracy.py benchmarks/results/omniglot-*-20min-seed*.json \\
         --out benchmarks/results/time-to-accuracy.png --table
@@ -24,10 +25,23 @@ from matplotlib.figure import Figure
 
 
 def label(result: dict) -> str:
-    """The learner's name and its settings that tell two curves apart (ways, shots)."""
+    """The learner's name and its settings that tell two curves apart: the test ways and shots,
+    and the command's ``--set`` overrides other than the training seed (a base learner run from
+    another's config, e.g. σ-MAML with ``learner.sigma=1e8``, is not a seed of it)."""
     tasks = result["config"]["tasks"]
     test = {**tasks, **(result["config"].get("eval", {}).get("tasks") or {})}
-    return f"{result['config']['learner']['name']} {test['ways']}w{test['shots']}s"
+    words = result.get("command", "").split()
+    overrides = [w.split("=", 1)[1] if w.startswith("--set=") else words[i + 1]
+                 for i, w in enumerate(words) if w == "--set" or w.startswith("--set=")]
+    changed = [o for o in overrides if not o.startswith("train.seed=")]
+    return f"{result['config']['learner']['name']} {test['ways']}w{test['shots']}s" + (
+        f" [{', '.join(changed)}]" if changed else "")
+
+
+def test_accuracy(result: dict) -> tuple[float, float]:
+    """The run's test accuracy and its 95% CI: at the step chosen on validation (``best``) where
+    the run chose one, else after its last step."""
+    return tuple(result.get("best", {}).get("test", [result["evaluation"]["mean"], result["evaluation"]["ci95"]]))
 
 
 def by_learner(results: list[dict]) -> dict[str, list[dict]]:
@@ -47,7 +61,7 @@ def table(results: list[dict]) -> str:
             "episode 95% CI | other batch norm | iterations |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for name, runs in sorted(by_learner(results).items()):
         runs = sorted(runs, key=lambda r: r["config"]["train"]["seed"])
-        test = [r.get("best", {}).get("test", [r["evaluation"]["mean"], r["evaluation"]["ci95"]]) for r in runs]
+        test = [test_accuracy(r) for r in runs]
         acc = [100 * t[0] for t in test]
         spread = f" ± {statistics.stdev(acc):.2f}" if len(acc) > 1 else " (one seed)"
         other = [(mode, 100 * o["mean"]) for r in runs for mode, o in (r.get("other_batchnorm") or {}).items()]
@@ -74,7 +88,7 @@ def draw(results: list[dict], out: Path) -> Path:
         points = min(len(r["validation"]) for r in runs)
         minutes = [sum(r["validation"][k]["cpu_seconds"] for r in runs) / len(runs) / 60 for k in range(points)]
         accuracy = [100 * sum(r["validation"][k]["accuracy"] for r in runs) / len(runs) for k in range(points)]
-        test = 100 * sum(r["evaluation"]["mean"] for r in runs) / len(runs)
+        test = 100 * sum(test_accuracy(r)[0] for r in runs) / len(runs)
         ax.plot(minutes, accuracy, color=color, linewidth=2, marker="o", markersize=3,
                 label=f"{name}: test {test:.1f}% ({len(runs)} seed{'s' if len(runs) > 1 else ''})")
     ax.set_xlabel("training CPU minutes (one thread)")
