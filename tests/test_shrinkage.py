@@ -203,3 +203,28 @@ def test_teacher_family_is_its_teacher_network_when_nothing_varies():
     assert residual.std().item() == pytest.approx(0.3, rel=0.05) and abs(residual.mean().item()) < 0.03
     with pytest.raises(ValueError, match="layer must be in"):
         mm.tasks.TeacherFamily(layer=3, hidden=(6, 5))
+
+
+@pytest.mark.parametrize("first_order", [False, True])
+def test_the_inner_loop_adds_the_proximal_pull_in_closed_form_and_gets_autograds_steps_and_gradients(first_order):
+    # descend differentiates a Proximal objective's loss only and adds Λ_n (θ_n − φ_n) itself; the
+    # steps and the gradients into φ and Λ must be those of autograd through the whole objective.
+    torch.manual_seed(0)
+    net = tiny_mlp()
+    x, y = torch.randn(6, 1, dtype=DT), torch.randn(6, 1, dtype=DT)
+    phi = {n: p.detach().clone().requires_grad_() for n, p in net.named_parameters()}
+    lam = {n: torch.tensor(0.5 + i, dtype=DT, requires_grad=True) for i, n in enumerate(list(phi)[:-1])}  # the last tensor free
+
+    def loss(theta):
+        return torch.func.functional_call(net, theta, (x,)).sub(y).pow(2).mean()
+
+    def run(objective):
+        theta = mm.adapt.optim.descend(objective, dict(phi), mm.adapt.sgd(0.3), 4, first_order=first_order)[-1]
+        out = loss(theta)
+        return [t.detach() for t in theta.values()], torch.autograd.grad(out, [*phi.values(), *lam.values()])
+
+    prox = proximal(loss, phi, lam)
+    closed, autograd = run(prox), run(lambda theta: prox(theta))
+    for a, b in zip([*closed[0], *closed[1]], [*autograd[0], *autograd[1]]):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    assert any(g.abs().sum() > 0 for g in closed[1][len(phi):])  # Λ does reach the meta-gradient

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 from torch.func import grad
 
+from modmeta.adapt.proximal import Proximal
 from modmeta.arguments import positive
 from modmeta.models.functional import Params
 
@@ -273,7 +274,9 @@ def descend(objective: Callable[[Params], torch.Tensor] | Sequence[Callable[[Par
     """``steps`` steps of ``optimizer`` on ``objective`` from ``params`` (the inner loop).
 
     ``objective`` may be a sequence, one objective per step (step ``k`` descends
-    ``objective[k]``): the inner mini-batches of :mod:`modmeta.adapt.minibatch`.
+    ``objective[k]``): the inner mini-batches of :mod:`modmeta.adapt.minibatch`. A
+    :class:`modmeta.adapt.proximal.Proximal` objective has its penalty's gradient added in
+    closed form rather than differentiated.
 
     Only the tensors named in ``only`` move (all when ``None``); the others enter
     ``objective`` unchanged. Gradients come from ``torch.func.grad``, so the loop runs under
@@ -295,15 +298,21 @@ def descend(objective: Callable[[Params], torch.Tensor] | Sequence[Callable[[Par
     if len(per_step) < steps:
         raise ValueError(f"{steps} inner steps need {steps} objectives, got {len(per_step)}")
 
-    def step_loss(m: Params, k: int) -> torch.Tensor:
-        return per_step[k]({**frozen, **m})
+    def step_grad(m: Params, k: int) -> Params:
+        objective_k = per_step[k]
+        if not isinstance(objective_k, Proximal):
+            return grad(lambda p: objective_k({**frozen, **p}))(m)
+        # A proximal objective: autograd through its loss only, the penalty's gradient added in closed form.
+        g = grad(lambda p: objective_k.loss({**frozen, **p}))(m)
+        pull = objective_k.pull(m)
+        return {n: g[n] + pull[n] if n in pull else g[n] for n in g}
 
     trajectory = [dict(params)]
     for k in range(steps):
         if first_order:  # the gradient at detached parameters: no graph is built for it at all
-            g = grad(step_loss)({n: v.detach() for n, v in moving.items()}, k)
+            g = step_grad({n: v.detach() for n, v in moving.items()}, k)
         else:
-            g = grad(step_loss)(moving, k)
+            g = step_grad(moving, k)
         moving, state = optimizer.update(g, state, moving)
         if history:
             trajectory.append({**fixed, **moving})
