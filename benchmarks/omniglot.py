@@ -23,7 +23,8 @@ time is not counted in the budget. The points make the time-to-accuracy figure
 episodes. For an implicit outer update (iMAML, σ-iMAML) each validation also records
 ``implicit``: the cosine and norm ratio of its meta-gradient to the exact gradient through the
 same inner steps, how stationary the inner loop ends and the curvature there
-(``Implicit.agreement``), on 4 fixed training episodes. ``--set train.seed=N`` runs another seed (the test episodes stay ``eval.seed``). The test
+(``Implicit.agreement``), on 4 fixed training episodes. ``learned`` holds the learner's
+report at the end (``σ`` per module of the shrinkage learners, learned inner rates). ``--set train.seed=N`` runs another seed (the test episodes stay ``eval.seed``). The test
 episodes are scored with the learner's ``batchnorm`` statistics and, under
 ``other_batchnorm``, with the other ones (transductive or from the support set).
 
@@ -144,6 +145,7 @@ def main() -> None:
         "tasks_seen": iterations * t.meta_batch, "evaluation": ev.to_dict(), "other_batchnorm": other,
         "best": {"step": best, "val": list(val.curve[best]), "test": list(ev.curve[best])},
         "validation": validation, "log": log,
+        "learned": learner.report(),  # what the learner meta-learned besides weights: σ per module, inner rates
     }
     out = Path(args.out or Path(__file__).parent / "results" / f"omniglot-{cfg.learner.name}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
