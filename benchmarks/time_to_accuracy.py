@@ -81,7 +81,7 @@ def draw(results: list[dict], out: Path) -> Path:
     fig = Figure(figsize=(8, 5))
     ax = fig.add_subplot()
     for i, (name, runs) in enumerate(sorted(groups.items())):
-        color = f"C{i % 10}"
+        color, style = f"C{i % 10}", ["-", "--", ":"][i // 10 % 3]  # past ten learners the colours repeat: the line style tells
         for r in runs:
             ax.plot([p["cpu_seconds"] / 60 for p in r["validation"]],
                     [100 * p["accuracy"] for p in r["validation"]], color=color, alpha=0.3, linewidth=0.8)
@@ -89,13 +89,13 @@ def draw(results: list[dict], out: Path) -> Path:
         minutes = [sum(r["validation"][k]["cpu_seconds"] for r in runs) / len(runs) / 60 for k in range(points)]
         accuracy = [100 * sum(r["validation"][k]["accuracy"] for r in runs) / len(runs) for k in range(points)]
         test = 100 * sum(test_accuracy(r)[0] for r in runs) / len(runs)
-        ax.plot(minutes, accuracy, color=color, linewidth=2, marker="o", markersize=3,
+        ax.plot(minutes, accuracy, color=color, linestyle=style, linewidth=2, marker="o", markersize=3,
                 label=f"{name}: test {test:.1f}% ({len(runs)} seed{'s' if len(runs) > 1 else ''})")
     ax.set_xlabel("training CPU minutes (one thread)")
     ax.set_ylabel("validation accuracy (%)")
     ax.set_title("Omniglot: validation accuracy against training time")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1))  # beside the plot, not over the curves
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120, bbox_inches="tight")
     return out
