@@ -152,11 +152,18 @@ def run(args: argparse.Namespace) -> None:
           f"{wall_seconds:.0f} wall s); sigma {result['sigma']} -> {out}")
 
 
+def setting(text: str) -> tuple[float, int, int, float]:
+    """``LR:STEPS:CG[:ANNEAL]`` as (inner rate, inner steps, CG steps, the rate's final fraction)."""
+    lr, steps, cg, *anneal = text.split(":")
+    return float(lr), int(steps), int(cg), float(anneal[0]) if anneal else 1.0
+
+
 def implicit_check(args: argparse.Namespace) -> None:
     """How far the implicit meta-gradient of iMAML is from the exact gradient of the same inner
     loop, on one meta-batch of the benchmark's tasks at its (random) initialisation.
 
-    For each inner rate, number of MAP steps and of CG steps (``Implicit.agreement``): the norm
+    For each inner rate (annealed to a fraction of itself over the steps, when a setting's
+    fourth field says so), number of MAP steps and of CG steps (``Implicit.agreement``): the norm
     of the MAP objective's gradient at ``θ̂`` (0 at a stationary point, where the implicit
     function theorem holds), averaged over the tasks (results dated before 2026-12-04 measured
     it on the first task alone), and the cosine and norm ratio between iMAML's gradient and the
@@ -169,17 +176,18 @@ def implicit_check(args: argparse.Namespace) -> None:
     train, _, model = setup(args)
     batch = train.sample(args.meta_batch or 4, torch.Generator().manual_seed(args.seed))
     lam = args.lam or DEFAULTS[args.bench][6]
-    settings = [(0.1, 5, 5), (0.1, 100, 5), (0.1, 100, 20), (0.03, 100, 5), (0.03, 100, 20)]
+    settings = [(0.1, 5, 5, 1.0), (0.1, 100, 5, 1.0), (0.1, 100, 20, 1.0), (0.03, 100, 5, 1.0), (0.03, 100, 20, 1.0)]
     if args.bench != "omniglot":
-        settings = [(DEFAULTS[args.bench][0], k, cg) for k in (10, 100) for cg in (5, 20)]
+        settings = [(DEFAULTS[args.bench][0], k, cg, 1.0) for k in (10, 100) for cg in (5, 20)]
     if args.settings:
-        settings = [(float(lr), int(k), int(cg)) for lr, k, cg in (s.split(":") for s in args.settings.split(","))]
+        settings = [setting(s) for s in args.settings.split(",")]
 
     rows = []
-    for inner_lr, steps, cg in settings:
-        imaml = mm.learners.IMAML(copy.deepcopy(model), inner_lr=inner_lr, inner_steps=steps, lam=lam, cg_steps=cg)
+    for inner_lr, steps, cg, anneal_to in settings:
+        imaml = mm.learners.IMAML(copy.deepcopy(model), inner_steps=steps, lam=lam, cg_steps=cg,
+                                  inner=mm.adapt.sgd(inner_lr, anneal_to=anneal_to))
         check = imaml.outer.agreement(imaml.tasks(batch))
-        row = {"inner_lr": inner_lr, "inner_steps": steps, "cg_steps": cg,
+        row = {"inner_lr": inner_lr, "anneal_to": anneal_to, "inner_steps": steps, "cg_steps": cg,
                "map_gradient_norm": check["stationarity"], "map_gradient_ratio": check["stationarity_ratio"],
                "lowest_curvature": check["lowest_curvature"], "highest_curvature": check["highest_curvature"],
                "cosine": check["cosine"],
@@ -256,11 +264,12 @@ def report() -> str:
     for path in sorted(RESULTS.glob("implicit-check-*.json")):
         check = json.loads(path.read_text())
         lines += [f"\n#### implicit-check, {check['benchmark']} (iMAML's λ = {check['lambda']:g}, "
-                  f"{check['tasks']} tasks at initialisation)\n",
+                  f"{check['tasks']} tasks at initialisation; `{path.name}`)\n",
                   "| inner rate | MAP steps | CG steps | MAP gradient norm at θ̂ (over its norm at φ) | "
                   "curvature of the MAP objective at θ̂ | cosine to unrolled | norm ratio |",
                   "|---|---|---|---|---|---|---|"]
-        lines += [f"| {r['inner_lr']:g} | {r['inner_steps']} | {r['cg_steps']} | {r['map_gradient_norm']:.2g}"
+        lines += [f"| {r['inner_lr']:g}" + (f" annealed to {r['inner_lr'] * r['anneal_to']:g}"
+                                              if r.get("anneal_to", 1) < 1 else "") + f" | {r['inner_steps']} | {r['cg_steps']} | {r['map_gradient_norm']:.2g}"
                   + (f" ({r['map_gradient_ratio']:.2f})" if "map_gradient_ratio" in r else "") + " | "
                   + (f"{r['lowest_curvature']:.1f} to {r['highest_curvature']:.1f}" if "lowest_curvature" in r else "")
                   + f" | {r['cosine']:.3f} | {r['norm_ratio']:.2f} |" for r in check["rows"]]
@@ -301,8 +310,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--root", default=str(OMNIGLOT))
     parser.add_argument("--tag", default="", help="suffix of the result's name, for a variant's settings")
-    parser.add_argument("--settings", default=None, metavar="LR:STEPS:CG,...",
-                        help="implicit-check: the (inner rate, inner steps, CG steps) to measure")
+    parser.add_argument("--settings", default=None, metavar="LR:STEPS:CG[:ANNEAL],...",
+                        help="implicit-check: the (inner rate, inner steps, CG steps[, the rate's final fraction]) "
+                             "to measure")
     args = parser.parse_args()
     if args.bench == "report":
         text = report()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 
@@ -75,6 +76,42 @@ def test_momentum_steps_equal_torch_optim_sgd(nesterov):
         w.grad = gk.clone()
         reference_opt.step()
         torch.testing.assert_close(ok, w.detach(), rtol=1e-12, atol=1e-14)
+
+
+def test_an_annealed_rate_falls_on_a_half_cosine_to_its_final_fraction_and_stays_there():
+    # Each step is c_k * lr * g with c_k = final + (1 - final)(1 + cos(pi k / (K - 1)))/2 over
+    # the K bound steps, then `final`: the steps' updates are read back from the parameters.
+    g = torch.Generator().manual_seed(2)
+    grads = [torch.randn(3, generator=g, dtype=DT) for _ in range(7)]
+    start = torch.randn(3, generator=g, dtype=DT)
+    opt = mm.adapt.sgd(lr=0.1, anneal_to=0.2).bind({"w": start}, 5)  # 5 steps bound, 7 taken
+    params, state, ours = {"w": start}, opt.init({"w": start}), []
+    for gk in grads:
+        params, state = opt.update({"w": gk}, state, params)
+        ours.append(params["w"])
+    factors = [0.2 + 0.8 * (1 + math.cos(math.pi * k / 4)) / 2 for k in range(5)] + [0.2, 0.2]
+    before = [start, *ours[:-1]]
+    for f, gk, b, a in zip(factors, grads, before, ours):
+        torch.testing.assert_close(b - a, f * 0.1 * gk, rtol=1e-12, atol=1e-14)
+    assert factors[0] == 1 and factors[4] == pytest.approx(0.2)
+    with pytest.raises(ValueError, match=r"final fraction must be in \(0, 1\]"):
+        mm.adapt.adam(anneal_to=0.0)
+    assert str(mm.adapt.sgd(0.1, anneal_to=0.05)) == "sgd(lr=0.1, anneal_to=0.05)"
+
+
+def test_an_annealed_inner_loop_settles_where_a_fixed_rate_bounces():
+    # One coordinate of curvature a with a * lr = 1.9: gradient descent at the fixed rate
+    # shrinks the distance to the minimum by |1 - 1.9| = 0.9 a step, bouncing across it; the
+    # annealed rate's last steps contract by far more.
+    a, steps = 19.0, 16
+    def objective(p):
+        return 0.5 * a * (p["w"] ** 2).sum()
+    ends = {}
+    for name, opt in {"fixed": mm.adapt.sgd(0.1), "annealed": mm.adapt.sgd(0.1, anneal_to=0.05)}.items():
+        opt.bind({"w": torch.ones(1, dtype=DT)}, steps)
+        ends[name] = mm.adapt.descend(objective, {"w": torch.ones(1, dtype=DT)}, opt, steps)[-1]["w"].abs().item()
+    assert ends["fixed"] == pytest.approx(0.9**steps)
+    assert ends["annealed"] < 1e-3 * ends["fixed"]
 
 
 def bn_mlp() -> torch.nn.Module:
@@ -269,6 +306,7 @@ def test_reptile_with_an_adam_inner_loop_trains_from_a_yaml_config(tmp_path, cap
     {"name": "fomaml", "inner": {"name": "adam", "lr": 0.001}},
     {"name": "sigma-maml", "inner": "adam", "inner_steps": 2},
     {"name": "reptile", "inner": {"name": "sgd", "lr": 0.1, "rates": "per_layer_per_step"}},
+    {"name": "imaml", "inner": {"name": "sgd", "lr": 0.05, "anneal_to": 0.1}, "inner_steps": 3},
     {"name": "gradient", "inner": {"name": "sgd", "lr": 0.05, "momentum": 0.9}, "inner_steps": 2,
      "outer": {"name": "reptile", "others": {"name": "implicit", "cg_steps": 3, "damping": 0.1}},
      "prior": {"name": "shrinkage", "sigma": 0.5}},
