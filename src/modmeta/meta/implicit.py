@@ -87,18 +87,16 @@ def implicit_gradient(objective: Callable[[Params, Params], torch.Tensor], theta
     """
     theta = {n: t.detach() for n, t in theta.items()}
     psi = {n: t.detach() for n, t in psi.items()}
-
-    def inner_grad(th: Params, ps: Params) -> Params:
-        return grad(objective)(th, ps)
-
-    _, hvp = vjp(lambda th: inner_grad(th, psi), theta)
+    # ∇_θ F linearised once in (θ, ψ): its vjp in θ is ``Hu`` for CG, in ψ the last step's
+    # ``∂_ψ ⟨∇_θ F, v⟩``, so the support pass is not run again for it.
+    _, pullback = vjp(grad(objective), theta, psi)
 
     def matvec(u: Params) -> Params:
-        hu = hvp(u)[0]
+        hu = pullback(u)[0]
         return hu if not damping else {n: hu[n] + damping * u[n] for n in hu}
 
     v = conjugate_gradient(matvec, outer_grad, iterations)
-    return grad(lambda ps: -_dot(inner_grad(theta, ps), v))(psi)
+    return {n: -g for n, g in pullback(v)[1].items()}
 
 
 def curvatures(objective: Callable[[Params], torch.Tensor], theta: Params, iterations: int = 30

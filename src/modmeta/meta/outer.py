@@ -80,6 +80,16 @@ def _linear(params: Params, grads: Params) -> torch.Tensor:
     return sum((params[n] * grads[n].detach()).sum() for n in grads)
 
 
+def _with_value(evaluate: Callable[..., tuple[torch.Tensor, torch.Tensor]]
+                ) -> Callable[..., tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]]:
+    """``evaluate`` returning ``(loss, (loss, metric))``, for ``grad(..., has_aux=True)``: the
+    gradient and the values it is taken at from one pass."""
+    def both(*args: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        loss, metric = evaluate(*args)
+        return loss, (loss, metric)
+    return both
+
+
 @dataclass(frozen=True)
 class Unrolled:
     """Backpropagate the query loss through the inner steps; ``first_order`` holds each inner
@@ -121,12 +131,11 @@ class Implicit:
         wrt = [k for k, v in task.psi.items() if v.requires_grad]
         with torch.no_grad():
             theta = task.adapt(fixed, False)
-            outer_grad = grad(lambda th: task.evaluate(th, *task.query)[0])(theta)
+            outer_grad, (loss, metric) = grad(_with_value(task.evaluate), has_aux=True)(theta, *task.query)
             hyper = {}
             if wrt:
                 hyper = implicit_gradient(lambda th, ps: task.objective(th, {**fixed, **ps}), theta,
                                           {k: fixed[k] for k in wrt}, outer_grad, self.cg_steps, self.damping)
-            loss, metric = task.evaluate(theta, *task.query)
         return Outcome(_linear(task.psi, hyper) if wrt else loss.new_zeros(()), loss, metric, theta)
 
     def agreement(self, tasks: Iterable[Task]) -> dict[str, float]:
