@@ -11,6 +11,9 @@ relative to its size. This shows how fast that happens for a config (RESULTS.md,
 
 The training loop is ``omniglot.py``'s (the config's optimizer, meta-batch and rate; a
 ``linear`` schedule decayed over ``--decay-minutes``), stopped after ``--minutes``.
+``--renormalize`` rescales every convolution's weight back to its initial norm after each
+meta-step: with batch statistics after each convolution no prediction changes, but the inner
+rate keeps its size relative to the weights (a probe, not a library feature).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ def main() -> None:
     parser.add_argument("--decay-minutes", type=float, default=20.0, help="horizon of a linear schedule")
     parser.add_argument("--every", type=float, default=60.0, help="CPU seconds between measurements")
     parser.add_argument("--episodes", type=int, default=100, help="validation episodes per measurement")
+    parser.add_argument("--renormalize", action="store_true", help="rescale convolutions to their initial norms")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -45,6 +49,7 @@ def main() -> None:
     generator = torch.Generator().manual_seed(t.seed)
     val = config.evaluation_tasks(run).split("val")
     convs = {n: p for n, p in learner.model.named_parameters() if p.dim() == 4}
+    initial = {n: p.detach().norm() for n, p in convs.items()}
     rows: list[dict] = []
     used, not_training, iterations, cpu_start = 0.0, 0.0, 0, time.process_time()
     while used < 60 * args.minutes:
@@ -62,11 +67,16 @@ def main() -> None:
         opt.zero_grad()
         learner.meta_backward(learner.draw(run.tasks, t.meta_batch, generator))
         opt.step()
+        if args.renormalize:
+            with torch.no_grad():
+                for n, p in convs.items():
+                    p.mul_(initial[n] / p.norm())
         iterations += 1
         used = time.process_time() - cpu_start - not_training
     result = {"command": "python benchmarks/weight_norms.py " + " ".join(
         [args.config] + [f"--set {s}" for s in args.set] + [f"--minutes {args.minutes}",
-                                                             f"--decay-minutes {args.decay_minutes}"]),
+                                                             f"--decay-minutes {args.decay_minutes}"]
+        + (["--renormalize"] if args.renormalize else [])),
               "date": date.today().isoformat(), "config": run.config.to_dict(), "rows": rows}
     with open(args.out, "w") as f:
         json.dump(result, f, indent=1)
