@@ -11,12 +11,14 @@ so the gradient of an outer loss ``L(θ̂)`` is
     dL/dψ = (dθ̂/dψ)ᵀ ∇L(θ̂) = −∂/∂ψ ⟨∇_θ F(θ̂, ψ), v⟩   with   v = H⁻¹ ∇L(θ̂).
 
 ``v`` is found by conjugate gradient on Hessian-vector products, as in iMAML (Rajeswaran et
-al. 2019, "Meta-learning with implicit gradients"), and the last step is one gradient of a
-scalar: neither needs the inner steps, so memory does not grow with their number. Everything
+al. 2019, "Meta-learning with implicit gradients"), and the last step is one more product with
+the same linearisation: neither needs the inner steps, so memory does not grow with their number. Everything
 is ``torch.func`` on one task, so it runs under ``vmap``.
 
-The products ``Hu`` are reverse-over-reverse (``vjp`` of ``grad``, linearised once and reused
-by every CG step; ``H`` is symmetric, so ``uᵀH = (Hu)ᵀ``). Forward-over-reverse
+The products ``Hu`` are reverse-over-reverse (``vjp`` of ``grad``, linearised once in ``(θ, ψ)``
+and reused by every CG step and by the last step; ``H`` is symmetric, so ``uᵀH = (Hu)ᵀ``). Each
+CG product also returns the ``ψ`` part, which is discarded: for a prior's penalty that part is
+cheap, and it saves running the support pass a second time for the last step. Forward-over-reverse
 (``jvp(grad(F))``) would be cheaper but fails on ``F.mse_loss`` in torch 2.13 ("ZeroTensors are
 immutable", pytorch/pytorch#123996).
 
