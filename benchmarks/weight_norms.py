@@ -1,6 +1,10 @@
 """Weight norms along a run: the norm of every convolution's weight and the validation accuracy
 (before adaptation, after one step and after the config's test steps), every ``--every`` CPU
-seconds of training.
+seconds of training. ``--train-split`` also scores the same kind of episodes drawn from the
+training characters (``train_accuracy_*``): if they are no better than the validation ones the
+learner underfits rather than meta-overfits. ``--training-shape`` scores validation episodes of
+the training tasks' shape (ways, shots, queries) after the training inner steps
+(``training_shape_accuracy``): how well the task it is meta-trained on is learned.
 
 Batch norm after a convolution makes its weight scale-invariant: the gradient is at right
 angles to the weight and every step lengthens it, so a fixed inner rate changes it less and less
@@ -39,6 +43,8 @@ def main() -> None:
     parser.add_argument("--every", type=float, default=60.0, help="CPU seconds between measurements")
     parser.add_argument("--episodes", type=int, default=100, help="validation episodes per measurement")
     parser.add_argument("--renormalize", action="store_true", help="rescale convolutions to their initial norms")
+    parser.add_argument("--train-split", action="store_true", help="also score episodes of training characters")
+    parser.add_argument("--training-shape", action="store_true", help="also score validation episodes shaped as training's")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -47,7 +53,8 @@ def main() -> None:
     learner, t = run.learner, cfg.train
     opt = make_optimizer(t.optimizer, learner.parameters(), t.lr, "train.optimizer")
     generator = torch.Generator().manual_seed(t.seed)
-    val = config.evaluation_tasks(run).split("val")
+    family = config.evaluation_tasks(run)
+    val = family.split("val")
     convs = {n: p for n, p in learner.model.named_parameters() if p.dim() == 4}
     initial = {n: p.detach().norm() for n, p in convs.items()}
     rows: list[dict] = []
@@ -59,6 +66,13 @@ def main() -> None:
             rows.append({"cpu_seconds": round(used), "iteration": iterations, "accuracy_0": r.curve[0][0],
                          "accuracy_1": r.curve[1][0], "accuracy_last": r.curve[-1][0],
                          "norms": {n: round(p.detach().norm().item(), 3) for n, p in convs.items()}})
+            if args.train_split:
+                r = mm.evaluate(learner, family.split("train"), episodes=args.episodes, steps=cfg.eval.steps,
+                                seed=t.val_seed)
+                rows[-1] |= {"train_accuracy_1": r.curve[1][0], "train_accuracy_last": r.curve[-1][0]}
+            if args.training_shape:
+                r = mm.evaluate(learner, run.tasks.split("val"), episodes=args.episodes, seed=t.val_seed)
+                rows[-1]["training_shape_accuracy"] = r.mean
             print(rows[-1], flush=True)
             not_training += time.process_time() - before
         if t.schedule == "linear":
@@ -76,7 +90,8 @@ def main() -> None:
     result = {"command": "python benchmarks/weight_norms.py " + " ".join(
         [args.config] + [f"--set {s}" for s in args.set] + [f"--minutes {args.minutes}",
                                                              f"--decay-minutes {args.decay_minutes}"]
-        + (["--renormalize"] if args.renormalize else [])),
+        + [f"--{flag.replace('_', '-')}" for flag in ("renormalize", "train_split", "training_shape")
+           if getattr(args, flag)]),
               "date": date.today().isoformat(), "config": run.config.to_dict(), "rows": rows}
     with open(args.out, "w") as f:
         json.dump(result, f, indent=1)
