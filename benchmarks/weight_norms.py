@@ -59,8 +59,9 @@ def main() -> None:
     initial = {n: p.detach().norm() for n, p in convs.items()}
     rows: list[dict] = []
     used, not_training, iterations, cpu_start = 0.0, 0.0, 0, time.process_time()
-    while used < 60 * args.minutes:
-        if used >= args.every * len(rows):
+    while True:
+        done = used >= 60 * args.minutes
+        if done or used >= args.every * len(rows):  # every --every seconds, and once at the end
             before = time.process_time()
             r = mm.evaluate(learner, val, episodes=args.episodes, steps=cfg.eval.steps, seed=t.val_seed)
             rows.append({"cpu_seconds": round(used), "iteration": iterations, "accuracy_0": r.curve[0][0],
@@ -75,6 +76,8 @@ def main() -> None:
                 rows[-1]["training_shape_accuracy"] = r.mean
             print(rows[-1], flush=True)
             not_training += time.process_time() - before
+        if done:
+            break
         if t.schedule == "linear":
             for group in opt.param_groups:
                 group["lr"] = t.lr * max(0.0, 1 - used / (60 * args.decay_minutes))
