@@ -92,7 +92,8 @@ def main() -> None:
         used = time.process_time() - cpu_start - not_training
     result = {"command": "python benchmarks/weight_norms.py " + " ".join(
         [args.config] + [f"--set {s}" for s in args.set] + [f"--minutes {args.minutes}",
-                                                             f"--decay-minutes {args.decay_minutes}"]
+                                                             f"--decay-minutes {args.decay_minutes}",
+                                                             f"--every {args.every}", f"--episodes {args.episodes}"]
         + [f"--{flag.replace('_', '-')}" for flag in ("renormalize", "train_split", "training_shape")
            if getattr(args, flag)]),
               "date": date.today().isoformat(), "config": run.config.to_dict(), "rows": rows}
