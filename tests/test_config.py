@@ -195,6 +195,18 @@ def test_conv4_refuses_images_too_small_for_its_pools():
     assert mm.models.Conv4(5, image_size=12, downsample="stride")(torch.zeros(2, 1, 12, 12)).shape == (2, 5)
 
 
+def test_conv4_features_reach_the_head_averaged_or_flattened():
+    # MAML's stride-2 network averages its last 2x2 maps (64 features); Reptile's flattens them (256)
+    assert mm.models.Conv4(5, downsample="stride").head.in_features == 64
+    flat = mm.models.Conv4(5, downsample="stride", features="flatten")
+    assert flat.head.in_features == 256 and flat(torch.zeros(3, 1, 28, 28)).shape == (3, 5)
+    assert mm.models.Conv4(5, features="mean").head.in_features == 64  # max-pool maps are 1x1 at 28px
+    assert mm.models.Conv4(5, image_size=32, features="mean").head.in_features == 64
+    assert mm.models.Conv4(5, image_size=32).head.in_features == 256
+    with pytest.raises(ValueError, match="features must be 'flatten' or 'mean'"):
+        mm.models.Conv4(5, features="max")
+
+
 def test_a_config_refused_at_build_leaves_no_run_folder(tmp_path):
     out = tmp_path / "run"
     code = main(["train", str(CONFIGS[0].parent / "sinusoid-maml.yaml"), "--out", str(out), "--set", "model.hidden=[0]", "--set", "train.iterations=2"])

@@ -17,7 +17,10 @@ class Conv4(nn.Module):
 
     ``downsample="maxpool"`` is the standard block (max-pool 2 after each ReLU, features
     flattened). ``downsample="stride"`` is MAML's Omniglot variant: stride-2 convolutions, no
-    pooling, and the features averaged over space before the head. BatchNorm uses batch
+    pooling, and the features averaged over space before the head. ``features`` overrides how
+    the last feature maps reach the head: ``"mean"`` averages them over space, ``"flatten"``
+    keeps every position (Reptile's Omniglot network is stride-2 convolutions *flattened*: 256
+    features from 2×2 maps of 28×28 images, where MAML's has 64). BatchNorm uses batch
     statistics only (see :mod:`modmeta.models.batchnorm`).
 
     ``out=None`` leaves the head out: the network returns its features, the embedding of the
@@ -31,11 +34,15 @@ class Conv4(nn.Module):
         hidden: int = 64,
         image_size: int = 28,
         downsample: Literal["maxpool", "stride"] = "maxpool",
+        features: Literal["flatten", "mean"] | None = None,
     ) -> None:
         super().__init__()
         at_least(1, in_channels=in_channels, hidden=hidden, image_size=image_size, **({} if out is None else {"out": out}))
         if downsample not in ("maxpool", "stride"):
             raise ValueError(f"downsample must be 'maxpool' or 'stride', got {downsample!r}")
+        if features not in (None, "flatten", "mean"):
+            raise ValueError(f"features must be 'flatten' or 'mean' (default: 'mean' for stride, "
+                             f"'flatten' for maxpool), got {features!r}")
         if downsample == "maxpool" and image_size < 16:
             raise ArgumentError("image_size", f"must be >= 16 for four 2x2 max-pools, got {image_size}: "
                                               f"use downsample 'stride' or larger images")
@@ -50,7 +57,7 @@ class Conv4(nn.Module):
             if downsample == "maxpool":
                 blocks.append(nn.MaxPool2d(2))
         self.features = nn.Sequential(*blocks)
-        self.average = downsample == "stride"
+        self.average = (features or ("mean" if downsample == "stride" else "flatten")) == "mean"
         with torch.no_grad():
             probe = self._embed(torch.zeros(2, in_channels, image_size, image_size))
         self.head = None if out is None else nn.Linear(probe.shape[1], out)
