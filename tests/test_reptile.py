@@ -1,4 +1,5 @@
-"""Reptile as its paper (issue 11, item 2): inner mini-batches and the batch-norm modes."""
+"""Reptile as its paper (issue 11, item 2): inner mini-batches, the batch-norm modes and the
+inner Adam whose state runs on across tasks."""
 
 from __future__ import annotations
 
@@ -104,3 +105,74 @@ def test_reptile_takes_the_batch_norm_mode(batchnorm: str) -> None:
     # with the support set's statistics a query's prediction does not depend on the other queries
     assert torch.allclose(alone, together[:2]) == (batchnorm == "support")
     assert mm.registry.LEARNERS["reptile"].build(net, batchnorm=batchnorm, inner_batch=2).batchnorm == batchnorm
+
+
+# -- the carried inner Adam ----------------------------------------------------------------
+
+
+def torch_adam_steps(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+                     steps: int) -> dict[str, torch.Tensor]:
+    """``steps`` of ``opt`` on the mean squared error of ``model`` on ``(x, y)``."""
+    for _ in range(steps):
+        opt.zero_grad()
+        torch.nn.functional.mse_loss(model(x), y).backward()
+        opt.step()
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("execution", ["loop", "vmap"])
+def test_a_carried_adam_runs_on_across_tasks_as_one_torch_adam(execution: str) -> None:
+    """One task per meta-batch: the carried state is that task's final Adam state, so training on
+    task A then adapting to task B is one torch.optim.Adam stepping through A and then B, each
+    from the same starting parameters (Reptile's authors restore the weights, not Adam's
+    moments). Adapting only reads the carried state."""
+    batch = linear_batch(tasks=2, shots=6)
+    task = [mm.tasks.TaskBatch(*(t[i:i + 1] for t in batch.tensors())) for i in range(2)]
+    learner = Reptile(linear_model(), inner=mm.adapt.adam(0.05, beta1=0.0, beta2=0.9, eps=1e-6, carry=True),
+                      inner_steps=3, execution=execution)
+    reference = linear_model()
+    start = {n: p.detach().clone() for n, p in reference.named_parameters()}
+    opt = torch.optim.Adam(reference.parameters(), lr=0.05, betas=(0.0, 0.9), eps=1e-6)
+
+    learner.meta_backward(task[0])
+    torch_adam_steps(reference, opt, batch.x_support[0], batch.y_support[0], 3)
+    carried = [b.clone() for b in learner.carried.buffers()]
+    torch.testing.assert_close(carried[-1], torch.tensor(3.0, dtype=DT))  # Adam's step count
+    with torch.no_grad():
+        for n, p in reference.named_parameters():
+            p.copy_(start[n])
+    expected = torch_adam_steps(reference, opt, batch.x_support[1], batch.y_support[1], 3)
+    adapted = learner.adapt(batch.x_support[1], batch.y_support[1])
+    for n in expected:
+        torch.testing.assert_close(adapted[n], expected[n], rtol=1e-10, atol=1e-12)
+    assert all(torch.equal(a, b) for a, b in zip(carried, learner.carried.buffers()))  # read, not written
+    fresh = Reptile(linear_model(), inner=mm.adapt.adam(0.05, beta1=0.0, beta2=0.9, eps=1e-6), inner_steps=3)
+    assert not torch.allclose(fresh.adapt(batch.x_support[1], batch.y_support[1])["weight"], expected["weight"])
+
+
+def test_a_meta_batch_carries_the_mean_of_its_tasks_final_states_in_the_loop_and_under_vmap() -> None:
+    batch = linear_batch(tasks=3, shots=6)
+    ends = []
+    for execution in ("loop", "vmap"):
+        learner = Reptile(linear_model(), inner=mm.adapt.adam(0.05, beta1=0.5, carry=True), inner_steps=2,
+                          execution=execution)
+        learner.meta_backward(batch)
+        ends.append([b.clone() for b in learner.carried.buffers()])
+    singles = []
+    for i in range(3):
+        learner = Reptile(linear_model(), inner=mm.adapt.adam(0.05, beta1=0.5, carry=True), inner_steps=2)
+        learner.meta_backward(mm.tasks.TaskBatch(*(t[i:i + 1] for t in batch.tensors())))
+        singles.append([b.clone() for b in learner.carried.buffers()])
+    for looped, vmapped, *each in zip(*ends, *singles):
+        torch.testing.assert_close(looped, vmapped)
+        torch.testing.assert_close(looped, torch.stack(each).mean(0))
+
+
+def test_carrying_needs_a_state_and_a_learner_that_carries_it() -> None:
+    with pytest.raises(ValueError, match="plain gradient descent has none"):
+        mm.adapt.sgd(0.1, carry=True)
+    assert mm.adapt.sgd(0.1, momentum=0.9, carry=True).carry
+    assert "carry=True" in mm.adapt.adam(carry=True).describe()
+    net = mm.models.ModularNet(2, 1, modules=((2, (4,)),))
+    with pytest.raises(ValueError, match="starts every adaptation afresh"):
+        mm.learners.BounceGrad(net, inner=mm.adapt.adam(carry=True))

@@ -78,6 +78,20 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
                 checkpoint.load(tmp_path / "cut" / "best.pt")["learner"])
 
 
+def carrying_reptile(model: torch.nn.Module, inner_lr: float, inner_steps: int) -> mm.learners.Reptile:
+    return mm.learners.Reptile(model, inner=mm.adapt.adam(inner_lr, beta1=0.0, carry=True), inner_steps=inner_steps)
+
+
+def test_a_carried_inner_state_is_checkpointed_and_resumes_exactly(tmp_path):
+    whole = tiny_trainer(tmp_path / "whole", carrying_reptile).fit(12)
+    tiny_trainer(tmp_path / "cut", carrying_reptile).fit(8)
+    resumed = tiny_trainer(tmp_path / "cut", carrying_reptile).fit(12, resume=True)
+    moments, squares, count = whole.learner.carried.state()[0]  # Adam's
+    assert count.item() == 12  # one inner step per iteration
+    assert any(k.startswith("carried.") for k in params(whole.learner))
+    assert_same(params(whole.learner), params(resumed.learner))
+
+
 def test_run_killed_with_sigkill_and_resumed_equals_uninterrupted_run(tmp_path):
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(TINY))
     env = os.environ | {"OMP_NUM_THREADS": "1"}

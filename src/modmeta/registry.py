@@ -65,8 +65,8 @@ TASKS: dict[str, Entry] = {
 }
 
 INNER: dict[str, Entry] = {
-    "sgd": Entry(adapt.sgd, "gradient descent at rate lr (momentum; rates fixed, per_parameter or per_layer_per_step; anneal_to)"),
-    "adam": Entry(adapt.adam, "Adam at rate lr (beta1, beta2, eps; beta1=0 is Reptile's; rates as sgd)"),
+    "sgd": Entry(adapt.sgd, "gradient descent at rate lr (momentum; rates fixed, per_parameter or per_layer_per_step; anneal_to; carry with momentum)"),
+    "adam": Entry(adapt.adam, "Adam at rate lr (beta1, beta2, eps; beta1=0 is Reptile's; rates as sgd; carry: state runs on across tasks)"),
 }
 
 OUTER: dict[str, Entry] = {

@@ -5,9 +5,9 @@ priors (``Shrinkage``), and the inner loop ``descend``; the metric summaries and
 structure search live in ``modmeta.adapt.metric`` and ``modmeta.adapt.structure``.
 """
 
-from modmeta.adapt.optim import (Anneal, InnerOptimizer, InnerRates, Momentum, ScaleByAdam, Transform, adam,
-                                 chain, descend, learned_rates, sgd)
+from modmeta.adapt.optim import (Anneal, CarriedState, InnerOptimizer, InnerRates, Momentum, ScaleByAdam, Transform,
+                                 adam, chain, descend, learned_rates, sgd)
 from modmeta.adapt.shrinkage import Shrinkage
 
-__all__ = ["Anneal", "InnerOptimizer", "InnerRates", "Momentum", "ScaleByAdam", "Shrinkage", "Transform", "adam", "chain",
+__all__ = ["Anneal", "CarriedState", "InnerOptimizer", "InnerRates", "Momentum", "ScaleByAdam", "Shrinkage", "Transform", "adam", "chain",
            "descend", "learned_rates", "sgd"]

@@ -11,7 +11,10 @@ One inner step is ``θ_n ← θ_n − u_n`` with ``u`` what the chain makes of `
   ``u = α m̂ / (√v̂ + ε)`` with the bias corrections ``m̂ = m/(1−β₁ᵗ)``, ``v̂ = v/(1−β₂ᵗ)``
   (``β₁ = 0`` is the Adam of Reptile's paper);
 - either with ``anneal_to``: ``u ← c_k u``, the rate annealed over the inner steps on a half
-  cosine to that fraction of itself (:class:`Anneal`), so the inner loop ends settled.
+  cosine to that fraction of itself (:class:`Anneal`), so the inner loop ends settled;
+- either with ``carry=True``: each adaptation starts from the state the training adaptations
+  before it ended in (Adam's moments and step count) rather than a fresh one, as Reptile's
+  authors run their inner Adam (:class:`CarriedState`).
 
 The state is explicit: ``init(params) -> state`` and ``update(grads, state, params) ->
 (new_params, state)``, plain tensors and a step counter, so the loop runs under
@@ -32,7 +35,7 @@ value can build many learners and is never changed itself.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Any, Literal
 
 import torch
@@ -51,7 +54,10 @@ State = tuple[int, tuple[Any, ...]]
 
 class Transform:
     """One stage of an inner optimizer: ``init(params) -> state`` and
-    ``update(updates, state, params, step) -> (updates, state)``."""
+    ``update(updates, state, params, step) -> (updates, state)``. ``stateful``: whether the
+    state holds anything an adaptation can carry on to the next."""
+
+    stateful = False
 
     def bind(self, params: Params, steps: int) -> None:
         """Create what depends on the parameters' names and shapes (learned rates do)."""
@@ -69,6 +75,8 @@ class Transform:
 
 class Momentum(Transform):
     """``v ← μ v + g``; passes on ``v`` (heavy ball), or ``g + μ v`` with ``nesterov``."""
+
+    stateful = True
 
     def __init__(self, momentum: float, nesterov: bool = False) -> None:
         if not 0 <= momentum < 1:
@@ -130,7 +138,11 @@ def _sqrt(v: torch.Tensor) -> torch.Tensor:
 
 
 class ScaleByAdam(Transform):
-    """Adam's direction ``m̂ / (√v̂ + ε)`` (Kingma and Ba 2015), without the rate."""
+    """Adam's direction ``m̂ / (√v̂ + ε)`` (Kingma and Ba 2015), without the rate. The state is
+    ``(m, v, t)``, ``t`` the number of updates so far (a tensor), so that a carried state
+    keeps its bias corrections."""
+
+    stateful = True
 
     def __init__(self, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8) -> None:
         if not (0 <= beta1 < 1 and 0 <= beta2 < 1):
@@ -139,22 +151,84 @@ class ScaleByAdam(Transform):
             raise ValueError(f"Adam's eps must be > 0, got {eps}")
         self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
 
-    def init(self, params: Params) -> tuple[Params, Params]:
+    def init(self, params: Params) -> tuple[Params, Params, torch.Tensor]:
+        first = next(iter(params.values()))
         return ({n: torch.zeros_like(p) for n, p in params.items()},
-                {n: torch.zeros_like(p) for n, p in params.items()})
+                {n: torch.zeros_like(p) for n, p in params.items()},
+                torch.zeros((), dtype=first.dtype, device=first.device))
 
-    def update(self, updates: Params, state: tuple[Params, Params], params: Params, step: int
-               ) -> tuple[Params, tuple[Params, Params]]:
-        m0, v0 = state
+    def update(self, updates: Params, state: tuple[Params, Params, torch.Tensor], params: Params, step: int
+               ) -> tuple[Params, tuple[Params, Params, torch.Tensor]]:
+        m0, v0, t0 = state
         b1, b2 = self.beta1, self.beta2
         m = {n: b1 * m0[n] + (1 - b1) * g for n, g in updates.items()}
         v = {n: b2 * v0[n] + (1 - b2) * g * g for n, g in updates.items()}
-        t = step + 1
-        out = {n: (m[n] / (1 - b1**t)) / (_sqrt(v[n] / (1 - b2**t)) + self.eps) for n in updates}
-        return out, (m, v)
+        t = t0 + 1
+        c1, c2 = 1 - b1**t, 1 - b2**t
+        out = {n: (m[n] / c1) / (_sqrt(v[n] / c2) + self.eps) for n in updates}
+        return out, (m, v, t)
 
     def describe(self) -> str:
         return f"beta1={self.beta1:g}, beta2={self.beta2:g}, eps={self.eps:g}"
+
+
+def _leaves(state: Any) -> list[torch.Tensor]:
+    """The tensors of a state (nested tuples and dicts), in order."""
+    if isinstance(state, torch.Tensor):
+        return [state]
+    items = state.values() if isinstance(state, dict) else state
+    return [leaf for item in items for leaf in _leaves(item)]
+
+
+def _rebuild(template: Any, leaves: Iterator[torch.Tensor]) -> Any:
+    """``template``'s structure with its tensors (or ``None`` in their places) taken from
+    ``leaves`` in order."""
+    if template is None or isinstance(template, torch.Tensor):
+        return next(leaves)
+    if isinstance(template, dict):
+        return {k: _rebuild(v, leaves) for k, v in template.items()}
+    return tuple(_rebuild(v, leaves) for v in template)
+
+
+class CarriedState(nn.Module):
+    """An inner optimizer's state carried from adaptation to adaptation, as buffers (saved,
+    moved and resumed with the learner that registers it).
+
+    Reptile's authors (Nichol et al. 2018, openai/supervised-reptile) adapt every task with
+    one TensorFlow Adam: its second moments and step count run on from task to task, and
+    evaluation starts from them and restores them afterwards. Adam's first step from a fresh
+    state moves every coordinate by ``±α`` whatever its gradient's size; a carried ``v`` scales
+    each coordinate by the gradients it has seen across tasks. Here the tasks of a meta-batch
+    adapt side by side, so each starts from :meth:`state` and :meth:`store` then keeps the mean
+    over them of their final states (the authors run them one after another); evaluation only
+    reads. ``template`` is a fresh state of the transforms (their part of
+    :meth:`InnerOptimizer.init`), whose structure and first values it keeps."""
+
+    def __init__(self, template: tuple[Any, ...]) -> None:
+        super().__init__()
+        leaves = _leaves(template)
+        self._structure = _rebuild(template, iter([None] * len(leaves)))
+        for i, leaf in enumerate(leaves):
+            self.register_buffer(f"s{i}", leaf.detach().clone())
+
+    def state(self) -> tuple[Any, ...]:
+        """The carried state, where the next adaptation starts."""
+        return _rebuild(self._structure, iter(self.buffers()))
+
+    @staticmethod
+    def leaves(state: State) -> list[torch.Tensor]:
+        """The tensors of an adaptation's final state (from :func:`descend`), to :meth:`store`."""
+        return [leaf.detach() for leaf in _leaves(state[1])]
+
+    @torch.no_grad()
+    def store(self, leaves: Sequence[torch.Tensor]) -> None:
+        """Keep the mean over tasks of their final states: ``leaves`` as :meth:`leaves` gives
+        them, each stacked on a leading task axis."""
+        buffers = list(self.buffers())
+        if len(leaves) != len(buffers):
+            raise ValueError(f"a carried state has {len(buffers)} tensors, got {len(leaves)}")
+        for buffer, leaf in zip(buffers, leaves):
+            buffer.copy_(leaf.mean(0))
 
 
 def _key(name: str) -> str:
@@ -240,13 +314,19 @@ class InnerOptimizer:
 
     The rates are the chain's only ``nn.Module`` (learned rates are parameters): a learner
     registers them as its submodule ``rates``, so they are meta-learned, saved and moved
-    with everything else."""
+    with everything else. ``carry=True``: adaptations start from a carried state rather than
+    a fresh one (:class:`CarriedState`, which the learner creates by :meth:`carried` and
+    registers as its submodule ``carried``)."""
 
-    def __init__(self, *transforms: Transform, name: str = "chain") -> None:
+    def __init__(self, *transforms: Transform, name: str = "chain", carry: bool = False) -> None:
         if not transforms or not isinstance(transforms[-1], InnerRates):
             raise ValueError("an inner optimizer's chain ends in its rates (an InnerRates, e.g. learned_rates(...))")
+        if carry and not any(t.stateful for t in transforms):
+            raise ValueError("carry=True needs a stage with a state to carry (Adam, or momentum); "
+                             "plain gradient descent has none")
         self.transforms = tuple(transforms)
         self.name = name
+        self.carry = bool(carry)
 
     @property
     def rates(self) -> InnerRates:
@@ -263,7 +343,13 @@ class InnerOptimizer:
         return self
 
     def init(self, params: Params) -> State:
+        """A fresh state for ``params``: step 0, and each transform's own."""
         return 0, tuple(t.init(params) for t in self.transforms)
+
+    def carried(self, params: Params) -> CarriedState:
+        """The state to carry across adaptations of ``params`` (the parameters that adapt),
+        starting fresh."""
+        return CarriedState(self.init({n: p.detach() for n, p in params.items()})[1])
 
     def update(self, grads: Params, state: State, params: Params) -> tuple[Params, State]:
         """One step: ``(θ − u, state')`` for the gradients ``grads`` at ``params``."""
@@ -278,10 +364,11 @@ class InnerOptimizer:
         """A short text such as ``sgd(lr=0.4)``, for messages (what to lower on divergence)."""
         stages = [f"{type(t).__name__}({t.describe()})" for t in self.transforms[:-1]]
         rates = f"lr={self.rates.lr:g}" + ("" if self.rates.mode == "fixed" else f", rates={self.rates.mode}")
+        carried = ["carry=True"] if self.carry else []
         if self.name == "chain":
-            return f"chain({', '.join([*stages, rates])})"
+            return f"chain({', '.join([*stages, rates, *carried])})"
         annealed = [t.describe() for t in self.transforms if isinstance(t, Anneal)]
-        return f"{self.name}({', '.join([rates, *annealed])})"
+        return f"{self.name}({', '.join([rates, *annealed, *carried])})"
 
 
 def chain(*transforms: Transform) -> InnerOptimizer:
@@ -300,24 +387,29 @@ def _annealed(anneal_to: float) -> list[Transform]:
 
 
 def sgd(lr: float = 0.1, momentum: float = 0.0, nesterov: bool = False, rates: Mode = "fixed",
-        anneal_to: float = 1.0) -> InnerOptimizer:
+        anneal_to: float = 1.0, carry: bool = False) -> InnerOptimizer:
     """Gradient descent at rate ``lr`` (learned from there unless ``rates="fixed"``), with
     heavy-ball ``momentum`` if it is not 0; ``anneal_to < 1`` anneals the rate over the inner
-    steps to that fraction of itself (:class:`Anneal`)."""
+    steps to that fraction of itself (:class:`Anneal`); ``carry=True`` starts each adaptation
+    from the momentum the training adaptations before it ended with (:class:`CarriedState`)."""
     stages = [Momentum(momentum, nesterov)] if momentum else []
-    return InnerOptimizer(*stages, *_annealed(anneal_to), InnerRates(rates, lr), name="sgd")
+    return InnerOptimizer(*stages, *_annealed(anneal_to), InnerRates(rates, lr), name="sgd", carry=carry)
 
 
 def adam(lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
-         rates: Mode = "fixed", anneal_to: float = 1.0) -> InnerOptimizer:
+         rates: Mode = "fixed", anneal_to: float = 1.0, carry: bool = False) -> InnerOptimizer:
     """Adam at rate ``lr`` (learned from there unless ``rates="fixed"``); ``beta1=0`` is
-    Reptile's; ``anneal_to`` as in :func:`sgd`."""
-    return InnerOptimizer(ScaleByAdam(beta1, beta2, eps), *_annealed(anneal_to), InnerRates(rates, lr), name="adam")
+    Reptile's; ``anneal_to`` as in :func:`sgd`; ``carry=True`` starts each adaptation from
+    the moments and step count the training adaptations before it ended with, as Reptile's
+    authors run it (:class:`CarriedState`)."""
+    return InnerOptimizer(ScaleByAdam(beta1, beta2, eps), *_annealed(anneal_to), InnerRates(rates, lr), name="adam",
+                          carry=carry)
 
 
 def descend(objective: Callable[[Params], torch.Tensor] | Sequence[Callable[[Params], torch.Tensor]],
             params: Params, optimizer: InnerOptimizer, steps: int, only: Collection[str] | None = None,
-            first_order: bool = False, history: bool = True) -> list[Params]:
+            first_order: bool = False, history: bool = True, state: tuple[Any, ...] | None = None,
+            final: list[State] | None = None) -> list[Params]:
     """``steps`` steps of ``optimizer`` on ``objective`` from ``params`` (the inner loop).
 
     ``objective`` may be a sequence, one objective per step (step ``k`` descends
@@ -331,13 +423,16 @@ def descend(objective: Callable[[Params], torch.Tensor] | Sequence[Callable[[Par
     takes each inner gradient at detached parameters (first-order MAML: ``∇_θ L`` is a
     constant), so the outer graph holds only the updates themselves, not the inner backward.
 
+    ``state``: the transforms' states to start from (:meth:`CarriedState.state`), fresh when
+    ``None``; ``final``, when given, gets the optimizer's last state appended.
+
     Returns ``[θ_0, θ_1, ..., θ_steps]`` (``θ_0 = params``); ``history=False`` returns
     ``[θ_steps]`` alone and lets each step's parameters go once the next exist.
     """
     names = list(params) if only is None else [n for n in params if n in only]
     fixed = {n: p for n, p in params.items() if n not in names}
     moving = {n: params[n] for n in names}
-    state = optimizer.init(moving)
+    current: State = optimizer.init(moving) if state is None else (0, state)
 
     frozen = {n: p.detach() for n, p in fixed.items()} if first_order else fixed
 
@@ -360,9 +455,11 @@ def descend(objective: Callable[[Params], torch.Tensor] | Sequence[Callable[[Par
             g = step_grad({n: v.detach() for n, v in moving.items()}, k)
         else:
             g = step_grad(moving, k)
-        moving, state = optimizer.update(g, state, moving)
+        moving, current = optimizer.update(g, current, moving)
         if history:
             trajectory.append({**fixed, **moving})
         else:
             trajectory = [{**fixed, **moving}]
+    if final is not None:
+        final.append(current)
     return trajectory

@@ -104,6 +104,9 @@ class BounceGrad(Learner):
             raise ValueError("a structure search needs a library of at least two modules")
         model = copy.deepcopy(model)  # the learner trains a copy: the user's module is never changed
         self.model = model
+        if inner is not None and inner.carry:
+            raise ValueError(f"{type(self).__name__} starts every adaptation afresh: an inner optimizer with "
+                             "carry=True is for the gradient learners (GradientLearner, Reptile, MAML, ...)")
         self.inner = copy.deepcopy(sgd(inner_lr) if inner is None else inner).bind(parameters(model),
                                                                                  max(inner_steps, 1))
         self.rates = self.inner.rates  # registered: learned rates are meta-parameters

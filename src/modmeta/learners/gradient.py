@@ -28,7 +28,7 @@ from torch import nn
 
 from modmeta import losses
 from modmeta.adapt.minibatch import minibatches
-from modmeta.adapt.optim import InnerOptimizer, descend, sgd
+from modmeta.adapt.optim import InnerOptimizer, State, descend, sgd
 from modmeta.adapt.proximal import proximal
 from modmeta.adapt.shrinkage import Shrinkage
 from modmeta.learners.base import Learner
@@ -56,7 +56,9 @@ class GradientLearner(Learner):
     ``inner`` (default ``sgd(0.4)``) and ``prior`` are copied, then bound to the model's
     parameters: learned rates become this learner's submodule ``rates``, and ``prior`` its
     submodule ``shrinkage`` (``σ`` per module), which makes the inner objective MAP under
-    ``N(φ, diag(1/Λ))``. ``inner_batch`` rows of the support set per inner step
+    ``N(φ, diag(1/Λ))``. An ``inner`` with ``carry=True`` gets the submodule ``carried``
+    (:class:`modmeta.adapt.optim.CarriedState`): every adaptation starts from it, and each
+    :meth:`meta_backward` replaces it by the mean of its tasks' final states. ``inner_batch`` rows of the support set per inner step
     (:mod:`modmeta.adapt.minibatch`; ``None``: all of them, every step). ``adapt_only`` lists parameter-name
     prefixes that adapt (``None``: all of them). ``execution`` chooses how tasks are batched
     (see :mod:`modmeta.meta.execution`).
@@ -97,6 +99,7 @@ class GradientLearner(Learner):
                 )
         self.inner = copy.deepcopy(sgd(0.4) if inner is None else inner).bind(params, max(inner_steps, 1))
         self.rates = self.inner.rates  # registered: learned rates are meta-parameters
+        self.carried = self.inner.carried({n: params[n] for n in self.adapted}) if self.inner.carry else None
         self.shrinkage = None if prior is None else copy.deepcopy(prior).bind(params)
         self.outer = exact() if outer is None else outer
         self.aggregate = aggregation.mean() if aggregate is None else aggregate
@@ -151,16 +154,21 @@ class GradientLearner(Learner):
         steps = self.inner_steps if steps is None else steps
         psi = self.psi()
         return descend(self.step_objectives(x_support, y_support, psi, steps), self.start(psi), self.inner, steps,
-                       only=self.adapted)
+                       only=self.adapted, state=self.carried_state())
+
+    def carried_state(self) -> tuple[Any, ...] | None:
+        """Where the inner optimizer's state starts: the carried one, or ``None`` (fresh)."""
+        return None if self.carried is None else self.carried.state()
 
     def task(self, x_support: torch.Tensor, y_support: torch.Tensor, x_query: torch.Tensor,
-             y_query: torch.Tensor) -> Task:
-        """One task's inner problem, for the outer update."""
+             y_query: torch.Tensor, final: list[State] | None = None) -> Task:
+        """One task's inner problem, for the outer update; ``final``, when given, gets the inner
+        optimizer's last state appended at each adaptation."""
 
         def adapt(psi: Params, first_order: bool) -> Params:
             return descend(self.step_objectives(x_support, y_support, psi, self.inner_steps), self.start(psi),
                            self.inner, self.inner_steps, only=self.adapted, first_order=first_order,
-                           history=False)[-1]
+                           history=False, state=self.carried_state(), final=final)[-1]
 
         def evaluate(theta: Params, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             pred = predicted(self.predict, theta, x, x_support, self.batchnorm)
@@ -197,16 +205,21 @@ class GradientLearner(Learner):
         return outcome.loss, outcome.metric
 
     def meta_backward(self, batch: TaskBatch) -> dict[str, float]:
-        """The aggregated meta-gradient of the batch's tasks into ``.grad``."""
+        """The aggregated meta-gradient of the batch's tasks into ``.grad`` (and, with a carried
+        inner state, the mean of the tasks' final states into it)."""
         self.check(batch.x_support[0], batch.y_support[0])
 
         def task_fn(xs: torch.Tensor, ys: torch.Tensor, xq: torch.Tensor, yq: torch.Tensor
                     ) -> tuple[torch.Tensor, ...]:
-            outcome = self.outer(self.task(xs, ys, xq, yq))
-            return outcome.surrogate, outcome.loss, outcome.metric
+            final: list[State] = []
+            outcome = self.outer(self.task(xs, ys, xq, yq, final))
+            ends = self.carried.leaves(final[-1]) if self.carried is not None and final else []
+            return outcome.surrogate, outcome.loss, outcome.metric, *ends
 
-        (task_losses, metrics), stats = self.choice.run(lambda execution: aggregation.backward(
+        (task_losses, metrics, *ends), stats = self.choice.run(lambda execution: aggregation.backward(
             task_fn, batch.tensors(), execution, dict(self.named_parameters()), self.aggregate))
+        if ends:
+            self.carried.store(ends)
         return {"loss": task_losses.mean().item(), "metric": metrics.mean().item(), **stats}
 
     def curve(self, batch: TaskBatch, steps: int | None = None) -> torch.Tensor:
