@@ -64,6 +64,39 @@ def test_adam_steps_equal_torch_optim_adam(beta1):
         torch.testing.assert_close(ok, w.detach(), rtol=1e-12, atol=1e-14)
 
 
+def test_adam_without_autograd_updates_all_tensors_at_once_with_the_same_arithmetic(monkeypatch):
+    """Under no_grad Adam runs torch._foreach_* kernels on all tensors at once; the result is
+    the per-tensor form's, bit for bit, and the per-tensor form is what vmap and autograd see."""
+    g = torch.Generator().manual_seed(2)
+    shapes = [(4, 3), (3,), (2, 2, 3)]
+    grads = [[torch.randn(s, generator=g) for s in shapes] for _ in range(4)]
+    start = [torch.randn(s, generator=g) for s in shapes]
+    grads[1][0][0, 0] = 0.0
+    assert not optim._plain([torch.ones(2)])  # grad mode is on here
+    with torch.no_grad():
+        assert optim._plain([torch.ones(2)])
+        assert not torch.func.vmap(lambda x: torch.tensor(optim._plain([x])))(torch.ones(3, 2)).any()
+
+    def run() -> list[dict[str, torch.Tensor]]:
+        opt = mm.adapt.adam(lr=0.01, beta1=0.5, beta2=0.9).bind({str(i): p for i, p in enumerate(start)}, 4)
+        params = {str(i): p.clone() for i, p in enumerate(start)}
+        state, out = opt.init(params), []
+        with torch.no_grad():
+            for step in grads:
+                params, state = opt.update({str(i): x for i, x in enumerate(step)}, state, params)
+                out.append(params)
+        return out
+
+    calls = []
+    together = optim.ScaleByAdam._update_together
+    monkeypatch.setattr(optim.ScaleByAdam, "_update_together", lambda *a: calls.append(1) or together(*a))
+    fast = run()
+    assert len(calls) == 4
+    monkeypatch.setattr(optim, "_plain", lambda *groups: False)
+    for a, b in zip(fast, run()):
+        assert all(torch.equal(a[n], b[n]) for n in a)
+
+
 @pytest.mark.parametrize("nesterov", [False, True])
 def test_momentum_steps_equal_torch_optim_sgd(nesterov):
     g = torch.Generator().manual_seed(1)
