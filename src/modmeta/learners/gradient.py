@@ -58,8 +58,9 @@ class GradientLearner(Learner):
     submodule ``shrinkage`` (``σ`` per module), which makes the inner objective MAP under
     ``N(φ, diag(1/Λ))``. An ``inner`` with ``carry=True`` gets the submodule ``carried``
     (:class:`modmeta.adapt.optim.CarriedState`): every adaptation starts from it, and each
-    :meth:`meta_backward` replaces it by the mean of its tasks' final states. ``inner_batch`` rows of the support set per inner step
-    (:mod:`modmeta.adapt.minibatch`; ``None``: all of them, every step). ``adapt_only`` lists parameter-name
+    :meth:`meta_backward` replaces it by the mean of its tasks' final states. ``inner_batch``
+    rows of the support set per inner step (:mod:`modmeta.adapt.minibatch`; ``None``: all of
+    them, every step). ``adapt_only`` lists parameter-name
     prefixes that adapt (``None``: all of them). ``execution`` chooses how tasks are batched
     (see :mod:`modmeta.meta.execution`).
     """
