@@ -147,8 +147,9 @@ def _sqrt(v: torch.Tensor) -> torch.Tensor:
 
 class ScaleByAdam(Transform):
     """Adam's direction ``m̂ / (√v̂ + ε)`` (Kingma and Ba 2015), without the rate. The state is
-    ``(m, v, t)``, ``t`` the number of updates so far (a tensor), so that a carried state
-    keeps its bias corrections."""
+    ``(m, v, t)``, ``t`` the number of updates so far (a tensor, at least float32 so that it
+    keeps counting past 256 for bfloat16 weights), so that a carried state keeps its bias
+    corrections."""
 
     stateful = True
 
@@ -163,7 +164,7 @@ class ScaleByAdam(Transform):
         first = next(iter(params.values()))
         return ({n: torch.zeros_like(p) for n, p in params.items()},
                 {n: torch.zeros_like(p) for n, p in params.items()},
-                torch.zeros((), dtype=first.dtype, device=first.device))
+                torch.zeros((), dtype=torch.promote_types(first.dtype, torch.float32), device=first.device))
 
     def update(self, updates: Params, state: tuple[Params, Params, torch.Tensor], params: Params, step: int
                ) -> tuple[Params, tuple[Params, Params, torch.Tensor]]:
