@@ -97,6 +97,29 @@ def test_adam_without_autograd_updates_all_tensors_at_once_with_the_same_arithme
         assert all(torch.equal(a[n], b[n]) for n in a)
 
 
+def test_an_inner_gradient_without_autograd_is_torch_func_grads_to_the_bit_and_unused_tensors_get_zeros():
+    """Outside autograd and torch.func (Reptile's inner loop, evaluation) the inner gradient is one
+    torch.autograd.grad call; inside vmap or an outer differentiation it stays torch.func.grad."""
+    torch.manual_seed(0)
+    params = {"w": torch.randn(3, 2), "b": torch.randn(2), "unused": torch.randn(4)}
+    x = torch.randn(5, 3)
+
+    def f(p):
+        return torch.tanh(x @ p["w"] + p["b"]).pow(2).sum()
+
+    with torch.no_grad():
+        plain = optim.gradient(f, params)
+    functional = torch.func.grad(f)(params)
+    assert all(torch.equal(plain[n], functional[n]) for n in params)
+    assert torch.equal(plain["unused"], torch.zeros(4)) and not plain["w"].requires_grad
+    with torch.no_grad():
+        batched = torch.func.vmap(lambda s: optim.gradient(lambda p: s * f(p), params)["w"])(torch.tensor([1.0, 2.0]))
+    assert torch.allclose(batched[1], 2 * functional["w"])
+    leaf = {n: p.clone().requires_grad_() for n, p in params.items()}
+    second = torch.autograd.grad(optim.gradient(f, leaf)["b"].sum(), leaf["b"])[0]
+    assert second.abs().sum() > 0  # differentiable where autograd records
+
+
 @pytest.mark.parametrize("nesterov", [False, True])
 def test_momentum_steps_equal_torch_optim_sgd(nesterov):
     g = torch.Generator().manual_seed(1)

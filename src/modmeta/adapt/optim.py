@@ -132,11 +132,12 @@ class Anneal(Transform):
 
 
 def _plain(*groups: Iterable[torch.Tensor]) -> bool:
-    """Whether an update may run on all tensors at once: nothing is recorded for autograd and
-    no tensor is a ``torch.func`` wrapper (under ``vmap`` or ``grad``), where the per-tensor
-    form is the one with batching rules and derivatives."""
-    return not torch.is_grad_enabled() and not any(
-        torch._C._functorch.is_functorch_wrapped_tensor(x) for group in groups for x in group)
+    """Whether plain tensor code may stand in for the ``torch.func``-ready form: nothing is
+    recorded for autograd, no ``torch.func`` transform (``vmap``, ``grad``) is running and no
+    tensor is one's wrapper; elsewhere the per-tensor form is the one with batching rules and
+    derivatives."""
+    return (not torch.is_grad_enabled() and torch._C._functorch.peek_interpreter_stack() is None
+            and not any(torch._C._functorch.is_functorch_wrapped_tensor(x) for group in groups for x in group))
 
 
 def _sqrt(v: torch.Tensor) -> torch.Tensor:
@@ -437,6 +438,24 @@ def adam(lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float 
                           carry=carry)
 
 
+def gradient(f: Callable[[Params], torch.Tensor], params: Params) -> Params:
+    """``∇f(params)``, one tensor per name (zeros where ``f`` does not use one): ``torch.func.grad``,
+    which runs under ``vmap`` and inside an outer differentiation, unless nothing is being
+    recorded and no ``torch.func`` transform is running (:func:`_plain`: Reptile's looped inner
+    loop, every evaluation). There one ``torch.autograd.grad`` on detached leaves gives the same
+    numbers without ``torch.func``'s per-call wrapping (about a tenth of a Reptile step on a
+    Conv4). A first-order step is not such a case: its gradient, constant in the moving
+    parameters, still carries the derivative in whatever else ``f`` closes over (a learned
+    proximal strength)."""
+    if not _plain(params.values()):
+        return grad(f)(params)
+    leaves = {n: p.detach().requires_grad_() for n, p in params.items()}
+    with torch.enable_grad():
+        value = f(leaves)
+    grads = torch.autograd.grad(value, list(leaves.values()), allow_unused=True)
+    return {n: torch.zeros_like(p) if g is None else g for (n, p), g in zip(leaves.items(), grads)}
+
+
 def descend(objective: Callable[[Params], torch.Tensor] | Sequence[Callable[[Params], torch.Tensor]],
             params: Params, optimizer: InnerOptimizer, steps: int, only: Collection[str] | None = None,
             first_order: bool = False, history: bool = True, state: tuple[Any, ...] | None = None,
@@ -449,8 +468,9 @@ def descend(objective: Callable[[Params], torch.Tensor] | Sequence[Callable[[Par
     closed form rather than differentiated.
 
     Only the tensors named in ``only`` move (all when ``None``); the others enter
-    ``objective`` unchanged. Gradients come from ``torch.func.grad``, so the loop runs under
-    ``vmap`` and an outer ``backward`` differentiates through it. ``first_order=True``
+    ``objective`` unchanged. Gradients come from :func:`gradient` (``torch.func.grad`` wherever
+    it matters), so the loop runs under ``vmap`` and an outer ``backward`` differentiates
+    through it. ``first_order=True``
     takes each inner gradient at detached parameters (first-order MAML: ``∇_θ L`` is a
     constant), so the outer graph holds only the updates themselves, not the inner backward.
 
@@ -473,10 +493,11 @@ def descend(objective: Callable[[Params], torch.Tensor] | Sequence[Callable[[Par
 
     def step_grad(m: Params, k: int) -> Params:
         objective_k = per_step[k]
+        loss = objective_k.loss if isinstance(objective_k, Proximal) else objective_k
+        g = gradient(lambda p: loss({**frozen, **p}), m)
         if not isinstance(objective_k, Proximal):
-            return grad(lambda p: objective_k({**frozen, **p}))(m)
+            return g
         # A proximal objective: autograd through its loss only, the penalty's gradient added in closed form.
-        g = grad(lambda p: objective_k.loss({**frozen, **p}))(m)
         pull = objective_k.pull(m)
         return {n: g[n] + pull[n] if n in pull else g[n] for n in g}
 
