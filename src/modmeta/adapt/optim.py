@@ -470,9 +470,9 @@ def descend(objective: Callable[[Params], torch.Tensor] | Sequence[Callable[[Par
     Only the tensors named in ``only`` move (all when ``None``); the others enter
     ``objective`` unchanged. Gradients come from :func:`gradient` (``torch.func.grad`` wherever
     it matters), so the loop runs under ``vmap`` and an outer ``backward`` differentiates
-    through it. ``first_order=True``
-    takes each inner gradient at detached parameters (first-order MAML: ``∇_θ L`` is a
-    constant), so the outer graph holds only the updates themselves, not the inner backward.
+    through it. ``first_order=True`` takes each inner gradient at detached parameters
+    (first-order MAML: ``∇_θ L`` is a constant), so the outer graph holds only the updates
+    themselves, not the inner backward.
 
     ``state``: the transforms' states to start from (:meth:`CarriedState.state`), fresh when
     ``None``; ``final``, when given, gets the optimizer's last state appended.
