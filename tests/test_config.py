@@ -207,6 +207,32 @@ def test_conv4_features_reach_the_head_averaged_or_flattened():
         mm.models.Conv4(5, features="max")
 
 
+@pytest.mark.parametrize("make", [lambda: mm.models.Conv4(5), lambda: mm.models.RelationEmbedding()])
+def test_max_pool_before_relu_is_the_standard_block_to_the_bit_in_second_order(make):
+    # Conv4 and the Relation embedding pool before their ReLU (cheaper); the standard order
+    # [conv, BatchNorm, ReLU, max-pool] must give the same loss, gradient and second order
+    torch.manual_seed(0)
+    model = make()
+    standard = make()
+    standard.load_state_dict(model.state_dict())
+    blocks = list(standard.features)
+    pools = [i for i, layer in enumerate(blocks) if isinstance(layer, torch.nn.MaxPool2d)]
+    assert pools and all(isinstance(blocks[i + 1], torch.nn.ReLU) for i in pools)
+    for i in pools:
+        blocks[i], blocks[i + 1] = blocks[i + 1], blocks[i]
+    standard.features = torch.nn.Sequential(*blocks)
+    x, y = torch.randn(20, 1, 28, 28), torch.arange(20) % 5
+
+    def derivatives(m: torch.nn.Module) -> list[torch.Tensor]:
+        out = m(x).flatten(1)
+        loss = torch.nn.functional.cross_entropy(out[:, :5], y) if out.shape[1] >= 5 else out.sum()
+        grads = torch.autograd.grad(loss, list(m.parameters()), create_graph=True)
+        second = torch.autograd.grad(sum((g ** 2).sum() for g in grads), list(m.parameters()))
+        return [loss, *grads, *second]
+
+    assert all(torch.equal(a, b) for a, b in zip(derivatives(model), derivatives(standard), strict=True))
+
+
 def test_a_config_refused_at_build_leaves_no_run_folder(tmp_path):
     out = tmp_path / "run"
     code = main(["train", str(CONFIGS[0].parent / "sinusoid-maml.yaml"), "--out", str(out), "--set", "model.hidden=[0]", "--set", "train.iterations=2"])
