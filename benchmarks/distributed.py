@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -35,6 +34,7 @@ import torch
 
 import modmeta as mm
 from modmeta import config, distributed
+from machine import cpu_name
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "omniglot-maml-5w1s.yaml"
@@ -99,7 +99,7 @@ def main() -> None:
     median = {c: statistics.median(t) for c, t in times.items()}
     report = {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, modmeta {mm.__version__}",
+        "machine": f"{cpu_name()}, {os.cpu_count()} CPUs, torch {torch.__version__}, modmeta {mm.__version__}",
         "command": "python benchmarks/distributed.py " + " ".join(sys.argv[1:]),
         "setting": "Conv4 MAML, Omniglot 5-way 1-shot, 15 queries, meta-batch 32, 1 inner step, second order",
         "seconds_per_iteration": {"median": median, "each_round": times},

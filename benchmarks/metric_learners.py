@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from datetime import date
@@ -31,6 +30,7 @@ import torch
 
 import modmeta as mm
 from modmeta import config
+from machine import cpu_name
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -90,16 +90,6 @@ def benchmark(path: Path, minutes: float, threads: int) -> Path:
     print(f"{path.stem}: {ev} after {trained['iterations']} iterations "
           f"({trained['train_cpu_seconds']:.0f} CPU s, {trained['train_wall_seconds']:.0f} wall s) -> {out}")
     return out
-
-
-def cpu_name() -> str:
-    """The processor's model name (from ``/proc/cpuinfo`` where there is one)."""
-    info = Path("/proc/cpuinfo")
-    if info.is_file():
-        for line in info.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def table() -> str:

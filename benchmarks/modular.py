@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from datetime import date
@@ -32,6 +31,7 @@ import torch
 from modmeta import config, structures
 from modmeta.evaluate import evaluate
 from modmeta.learners.bouncegrad import BounceGrad
+from machine import cpu_name
 
 ROOT = Path(__file__).resolve().parents[1]
 FAMILIES = ["function-sums", "sines"]
@@ -72,10 +72,7 @@ def run_one(family: str, shots: int, algorithm: str, episodes: int, iterations: 
 
 def machine() -> str:
     """The CPU model, its core count, and the thread count and torch version of the runs."""
-    cpuinfo = Path("/proc/cpuinfo")
-    names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-             if line.startswith("model name")] if cpuinfo.exists() else []
-    cpu = names[0] if names else platform.processor() or platform.machine()
+    cpu = cpu_name()
     return f"{cpu}, {os.cpu_count()} cores (shared), 1 thread, torch {torch.__version__}"
 
 

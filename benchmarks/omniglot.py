@@ -44,7 +44,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -59,6 +58,7 @@ from modmeta import config
 from modmeta.meta.outer import Implicit
 from modmeta.models.batchnorm import STATISTICS, has_batchnorm
 from modmeta.train.optimizers import make_optimizer, make_scheduler
+from machine import cpu_name
 
 
 def main() -> None:
@@ -147,7 +147,7 @@ def main() -> None:
     result = {
         "benchmark": f"omniglot {family.ways}-way {family.shots}-shot", "learner": cfg.learner.name,
         "date": date.today().isoformat(),
-        "machine": (f"{platform.machine()} CPU, {args.threads} threads, torch {torch.__version__}" if device.type == "cpu"
+        "machine": (f"{cpu_name()}, {args.threads} threads, torch {torch.__version__}" if device.type == "cpu"
                     else f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}; "
                          f"cpu_seconds are wall-clock seconds"),
         "command": " ".join(["python", "benchmarks/omniglot.py", *sys.argv[1:]]),

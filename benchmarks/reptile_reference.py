@@ -40,7 +40,6 @@ import copy
 import io
 import json
 import math
-import platform
 import random
 import sys
 import time
@@ -53,6 +52,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import nn
+from machine import cpu_name
 
 ARCHIVES = ("images_background.zip", "images_evaluation.zip")
 
@@ -219,7 +219,7 @@ def main() -> None:
               "command": " ".join(["python", "benchmarks/reptile_reference.py", *sys.argv[1:]]),
               "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
               "date": date.today().isoformat(),
-              "machine": f"{platform.machine()} {args.device}, 1 thread, torch {torch.__version__}",
+              "machine": f"{cpu_name()} {args.device}, 1 thread, torch {torch.__version__}",
               "iterations": iterations, "train_seconds": round(used, 1),
               "test": {"accuracy": test, "ci95": 1.96 * math.sqrt(test * (1 - test) / n), "tasks": args.test_tasks,
                        "queries": n},

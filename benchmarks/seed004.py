@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import time
@@ -28,6 +27,7 @@ import torch
 
 from modmeta import config, evaluate, plot
 from modmeta.seeds import across
+from machine import cpu_name
 
 RESULTS = Path(__file__).parent / "results" / "seed004"
 
@@ -65,7 +65,7 @@ def train(path: str, minutes: float, seed: int, val_seconds: float) -> dict:
     ev = evaluate(learner, test, episodes=cfg.eval.episodes, steps=cfg.eval.steps, seed=cfg.eval.seed)
     return {"benchmark": "seed 004 attempts, Omniglot 5-way 1-shot", "config": path, "seed": seed,
             "date": date.today().isoformat(), "command": " ".join(["python", "benchmarks/seed004.py", *sys.argv[1:]]),
-            "machine": f"{platform.machine()} CPU, {torch.get_num_threads()} thread(s), torch {torch.__version__}",
+            "machine": f"{cpu_name()}, {torch.get_num_threads()} thread(s), torch {torch.__version__}",
             "minutes": minutes, "iterations": iterations, "test": ev.to_dict(), "validation": curve, "log": log,
             "report": learner.report()}
 

@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import platform
 import sys
 import time
 from datetime import date
@@ -46,6 +45,7 @@ import torch
 
 import modmeta as mm
 from modmeta import plot
+from machine import cpu_name
 
 RESULTS = Path(__file__).parent / "results"
 OMNIGLOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "omniglot"
@@ -131,7 +131,7 @@ def run(args: argparse.Namespace) -> None:
     ev = mm.evaluate(learner, test, episodes=episodes, steps=test_steps, seed=12345)
     result = {
         "benchmark": args.bench, "learner": args.learner + tag, "date": date.today().isoformat(),
-        "machine": f"{platform.machine()} CPU, {args.threads} thread(s), torch {torch.__version__}",
+        "machine": f"{cpu_name()}, {args.threads} thread(s), torch {torch.__version__}",
         "command": " ".join(["python", "benchmarks/shrinkage.py", *sys.argv[1:]]),
         "settings": {"inner_lr": inner_lr, "train_steps": train_steps, "test_steps": test_steps,
                      "meta_batch": meta_batch, "optimizer": "adam", "lr": args.lr,

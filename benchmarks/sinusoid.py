@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from datetime import date
@@ -25,6 +24,7 @@ from pathlib import Path
 import torch
 
 import modmeta as mm
+from machine import cpu_name
 
 LEARNERS = {
     "maml": lambda m: mm.learners.MAML(m, inner_lr=0.01, inner_steps=1),
@@ -58,7 +58,7 @@ def main() -> None:
         print(name, f"{seconds:.0f}s", {k: f"{ev.curve[k][0]:.3f}±{ev.curve[k][1]:.3f}" for k in (0, 1, 5, 10)}, flush=True)
     result = {
         "benchmark": "sinusoid K=10", "date": date.today().isoformat(),
-        "machine": f"{platform.machine()} CPU, {torch.get_num_threads()} threads, torch {torch.__version__}",
+        "machine": f"{cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
         "command": " ".join(["python", "benchmarks/sinusoid.py", *sys.argv[1:]]),
         "episodes": args.episodes, "eval_seed": 2024, "results": rows,
     }

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import statistics
 import subprocess
@@ -32,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 import modmeta as mm
+from machine import cpu_name
 
 CASES = ["sine-vmap", "sine-loop", "conv-limit", "conv-limit-cl", "conv-loop", "conv-vmap"]
 
@@ -101,7 +101,7 @@ def main() -> None:
     s = {c: med[c]["seconds"] for c in CASES}
     result = {
         "date": date.today().isoformat(),
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+        "machine": f"{cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
         "command": " ".join(["python", "benchmarks/speed.py", *sys.argv[1:]]),
         "median": med,
         "ratios": {

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import statistics
 import subprocess
@@ -49,6 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import modmeta as mm
+from machine import cpu_name
 
 LIBRARIES = ["modmeta", "torchopt", "higher"]
 MODELS = ["sine", "conv-maxpool", "conv-stride"]
@@ -251,7 +251,7 @@ def main() -> None:
     med = summarise(runs)
     result = {
         "date": started.isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()} {platform.processor() or ''}, {torch.get_num_threads()} of "
+        "machine": f"{cpu_name()}, {torch.get_num_threads()} of "
                    f"{len(__import__('os').sched_getaffinity(0))} cores, torch {torch.__version__}, device {args.device}",
         "command": " ".join(["python", "benchmarks/speed_peers.py", *sys.argv[1:]]),
         "minutes": (datetime.now(timezone.utc) - started).total_seconds() / 60,

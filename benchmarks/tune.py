@@ -43,6 +43,7 @@ import optuna
 
 from modmeta.tasks.omniglot import load_omniglot
 from modmeta.tune import Store, TransferSampler, importance, learned_defaults, meta_features, warm_configurations
+from machine import cpu_name
 
 RESULTS = Path(__file__).parent / "results"
 TABLE = RESULTS / "tune-table.json"
@@ -101,7 +102,7 @@ def precompute(root: Path) -> dict:
         print(f"{name}: best {max(table[name]['scores'].values()):.3f} "
               f"({time.process_time() - start:.0f} CPU s so far)", file=sys.stderr)
     record = {"grid": GRID, "cpu_seconds": time.process_time() - start, "date": date.today().isoformat(),
-              "machine": f"{platform.processor() or platform.machine()}, {platform.python_version()}",
+              "machine": f"{cpu_name()}, {platform.python_version()}",
               "data_sets": table}
     TABLE.parent.mkdir(parents=True, exist_ok=True)
     TABLE.write_text(json.dumps(record, indent=1) + "\n")
