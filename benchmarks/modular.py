@@ -72,8 +72,7 @@ def run_one(family: str, shots: int, algorithm: str, episodes: int, iterations: 
 
 def machine() -> str:
     """The CPU model, its core count, and the thread count and torch version of the runs."""
-    cpu = cpu_name()
-    return f"{cpu}, {os.cpu_count()} cores (shared), 1 thread, torch {torch.__version__}"
+    return f"{cpu_name()}, {os.cpu_count()} cores (shared), 1 thread, torch {torch.__version__}"
 
 
 def table(records: list[dict]) -> str:

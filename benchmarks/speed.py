@@ -57,7 +57,11 @@ def measure(case: str, repeats: int) -> dict:
         y = torch.cat([b.y_support.flatten(), b.y_query.flatten()])
         if case.endswith("-cl"):
             net = net.to(memory_format=torch.channels_last)
-            x = x.contiguous(memory_format=torch.channels_last)
+            # a 1-channel image is contiguous in both layouts, so .contiguous(channels_last) (or a
+            # permute and .contiguous()) leaves its strides as they are and the first convolution
+            # answers in NCHW: give it channels-last strides explicitly
+            n, c, h, w = x.shape
+            x = torch.empty_strided(x.shape, (h * w * c, 1, w * c, c)).copy_(x)
     else:
         learner = mm.learners.MAML(mm.models.Conv4(5), inner_lr=0.4, execution=case[5:])
 
