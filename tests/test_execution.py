@@ -14,29 +14,32 @@ from modmeta.meta.execution import Choice
 
 
 def fake_step(slow: str, calls: list[str], seconds: float = 0.1):
-    """A meta-iteration that records its execution and takes ``seconds`` longer with ``slow``."""
+    """A meta-iteration that records its execution and takes ``seconds`` longer with ``slow``
+    (negative: every other execution takes ``-seconds`` longer)."""
 
     def step(execution: str) -> str:
         calls.append(execution)
-        if execution == slow:
-            time.sleep(seconds)
+        if (execution == slow) == (seconds > 0):
+            time.sleep(abs(seconds))
         return execution
 
     return step
 
 
-@pytest.mark.parametrize("model, guess, other", [(mm.models.MLP(1, 1, (4,)), "vmap", "loop"),
-                                                 (mm.models.Conv4(2, hidden=2, image_size=16), "loop", "vmap")])
-@pytest.mark.parametrize("slow", ["vmap", "loop"])
-def test_auto_times_both_after_a_warm_up_and_keeps_the_faster(model, guess, other, slow):
+CANDIDATES = [(mm.models.MLP(1, 1, (4,)), ["vmap", "loop"]),
+              (mm.models.Conv4(2, hidden=2, image_size=16), ["channels_last", "loop", "vmap"]),
+              (torch.nn.Conv1d(1, 1, 3), ["loop", "vmap"])]
+
+
+@pytest.mark.parametrize("model, order, fast", [(m, o, f) for m, o in CANDIDATES for f in o])
+def test_auto_times_every_candidate_after_a_warm_up_and_keeps_the_fastest(model, order, fast):
     choice, calls = Choice("auto", model), []
-    step = fake_step(slow, calls)
-    for _ in range(5):
+    step = fake_step(fast, calls, -0.1)  # every execution but ``fast`` takes 0.1 s longer
+    for _ in range(len(order) + 3):
         choice.run(step)
-    fast = "loop" if slow == "vmap" else "vmap"
-    assert calls == [guess, other, guess, fast, fast]
+    assert calls == [order[0], *order[1:], order[0], fast, fast]
     assert choice.current == fast
-    assert choice.seconds[slow] > choice.seconds[fast] + 0.09
+    assert all(choice.seconds[e] > choice.seconds[fast] + 0.09 for e in order if e != fast)
 
 
 def test_auto_keeps_its_guess_unless_the_other_is_clearly_faster_on_a_long_enough_iteration():
@@ -49,7 +52,7 @@ def test_auto_keeps_its_guess_unless_the_other_is_clearly_faster_on_a_long_enoug
         assert choice.current == chosen, (slow, seconds, choice.seconds)
 
 
-@pytest.mark.parametrize("execution", ["vmap", "loop"])
+@pytest.mark.parametrize("execution", ["vmap", "loop", "channels_last"])
 def test_a_fixed_execution_is_never_timed_or_changed(execution):
     choice, calls = Choice(execution, mm.models.MLP(1, 1, (4,))), []
     for _ in range(4):
@@ -97,3 +100,58 @@ def test_auto_keeps_the_loop_when_vmap_cannot_run_the_model():
             learner.zero_grad()
             learner.meta_backward(tasks.sample(2, generator))
     assert learner.execution == "loop" and learner.model.head.weight.grad is not None
+
+
+def conv_batch(seed: int = 0) -> mm.tasks.TaskBatch:
+    g = torch.Generator().manual_seed(seed)
+    x, y = torch.randn(24, 1, 16, 16, generator=g), torch.arange(24) % 3
+    return mm.tasks.ClassificationFamily(x, y, ways=3, shots=1, queries=2).sample(2, g)
+
+
+def test_channels_last_reaches_every_convolution_and_leaves_the_users_tensors_alone():
+    torch.manual_seed(0)
+    learner = mm.learners.MAML(mm.models.Conv4(3, hidden=4, image_size=16), inner_lr=0.1, execution="channels_last")
+    inputs: list[tuple[int, ...]] = []
+    for conv in (m for m in learner.model.modules() if isinstance(m, torch.nn.Conv2d)):
+        conv.register_forward_hook(lambda module, args, out: inputs.append((args[0].stride(1), out.stride(1))))
+    batch = conv_batch()
+    strides = [t.stride() for t in batch.tensors()]
+    learner.meta_backward(batch)
+    inputs.clear()  # the first call also checked the model once on the user's tensors
+    learner.meta_backward(batch)
+    learner.curve(batch)
+    # 4 convolutions x 2 tasks x (support and query passes, then the curve's support pass and
+    # its queries before and after the step); a channel stride of 1 is NHWC, for one channel too
+    assert len(inputs) == 4 * 2 * (2 + 3) and all(s == (1, 1) for s in inputs)
+    assert [t.stride() for t in batch.tensors()] == strides
+
+
+class Viewing(torch.nn.Module):
+    """A convolution whose feature map is flattened by ``.view``, which NHWC strides refuse."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.head = torch.nn.Conv2d(1, 2, 3, padding=1), torch.nn.Linear(2 * 16 * 16, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv(x)
+        return self.head(h.view(h.shape[0], -1))
+
+
+def test_auto_drops_channels_last_for_a_model_that_views_its_feature_maps():
+    torch.manual_seed(0)
+    learner = mm.learners.MAML(Viewing(), inner_lr=0.1)
+    reference = mm.learners.MAML(Viewing(), inner_lr=0.1, execution="loop")
+    reference.load_state_dict(learner.state_dict())
+    batch = conv_batch()
+    with pytest.raises(RuntimeError, match="view"):
+        mm.learners.MAML(Viewing(), inner_lr=0.1, execution="channels_last").meta_backward(batch)
+    with pytest.warns(UserWarning, match="execution 'auto': channels_last cannot run this model"):
+        learner.meta_backward(batch)
+    reference.meta_backward(batch)
+    assert learner.execution == "loop"
+    for (n, p), q in zip(learner.named_parameters(), reference.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, msg=n)
+    for _ in range(3):  # the rest of the plan times vmap and the loop, never channels_last again
+        learner.meta_backward(batch)
+    assert "channels_last" not in learner.choice.seconds and not learner.choice.state()["plan"]

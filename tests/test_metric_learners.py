@@ -206,7 +206,7 @@ MAKERS = {
 def test_vmapped_equals_looped(name):
     batch = image_batch()
     results = {}
-    for exe in ("vmap", "loop"):
+    for exe in ("vmap", "loop", "channels_last"):
         learner = MAKERS[name](exe)
         grads = {}
         if name != "LinearHead":  # it has no meta-gradient (see the test above)
@@ -219,9 +219,10 @@ def test_vmapped_equals_looped(name):
             with torch.no_grad():
                 alone = mm.losses.metric(learner.predict(learner.adapt(xs, ys), xq), yq)
             assert results[exe][1][t, 0] == alone
-    for n, g in results["loop"][0].items():
-        torch.testing.assert_close(results["vmap"][0][n], g, rtol=1e-9, atol=1e-12)
-    torch.testing.assert_close(results["vmap"][1], results["loop"][1], rtol=0, atol=0)
+    for exe in ("vmap", "channels_last"):
+        for n, g in results["loop"][0].items():
+            torch.testing.assert_close(results[exe][0][n], g, rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(results[exe][1], results["loop"][1], rtol=0, atol=0)
     assert results["vmap"][1].shape == (len(batch), 1)
 
 

@@ -33,7 +33,7 @@ from typing import Literal
 import torch
 
 from modmeta import distributed
-from modmeta.meta.execution import TaskFn, map_tasks
+from modmeta.meta.execution import Run, TaskFn, map_tasks
 from modmeta.models.functional import Params
 
 
@@ -120,7 +120,7 @@ def conflict(per_task: Params, combined: Params) -> dict[str, float]:
             "grad_conflict": (cos < 0).double().mean().item(), "grad_norm": norm}
 
 
-def backward(task_fn: TaskFn, tensors: tuple[torch.Tensor, ...], execution: Literal["vmap", "loop"],
+def backward(task_fn: TaskFn, tensors: tuple[torch.Tensor, ...], execution: Run,
              params: Params, aggregation: Aggregation) -> tuple[tuple[torch.Tensor, ...], dict[str, float]]:
     """Accumulate the aggregated meta-gradient of ``task_fn`` over the tasks into ``.grad``.
 
@@ -144,7 +144,7 @@ def backward(task_fn: TaskFn, tensors: tuple[torch.Tensor, ...], execution: Lite
                     (surrogate / n).backward()
                     return tuple(r.detach() for r in reported)
 
-                reported = map_tasks(each, tensors, "loop")
+                reported = map_tasks(each, tensors, execution)
         return distributed.gather(reported, total), {}
     names = [k for k, p in params.items() if p.requires_grad]
     live = [params[k] for k in names]
@@ -161,7 +161,7 @@ def backward(task_fn: TaskFn, tensors: tuple[torch.Tensor, ...], execution: Lite
             return (*(torch.zeros_like(p) if g is None else g for p, g in zip(live, grads)),
                     *(r.detach() for r in reported))
 
-        out = map_tasks(each, tensors, "loop")
+        out = map_tasks(each, tensors, execution)
         per_task, reported = dict(zip(names, out[:len(names)])), out[len(names):]
     gathered = distributed.gather([*per_task.values(), *(r.detach() for r in reported)], total)
     per_task, reported = dict(zip(names, gathered[:len(names)])), gathered[len(names):]  # every task's, everywhere

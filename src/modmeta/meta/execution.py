@@ -1,7 +1,7 @@
 """Running one task's computation over a whole batch of tasks: vectorised or looped.
 
 The per-task computation is written once, for one task, and mapped over the task axis here.
-Two executions give the same numbers (the tests hold them to it):
+The executions give the same numbers up to rounding (the tests hold them to it):
 
 - ``"vmap"``: ``torch.func.vmap`` over the task axis, one batched kernel per operation. It
   removes the per-task Python overhead that dominates small networks (the sinusoid MLP).
@@ -9,12 +9,19 @@ Two executions give the same numbers (the tests hold them to it):
   vmap become grouped convolutions that are slower and use several times the memory of
   running each task's ordinary convolution in turn, and a loop can backpropagate task by
   task, keeping one task's graph alive at a time (:func:`modmeta.meta.aggregate.backward`).
+- ``"channels_last"``: the loop, each task's images (4-D floating tensors) handed to the
+  model with channels-last strides (NHWC in memory, :func:`channels_last`). A convolution
+  answers in the layout of its input, so every feature map of the network stays NHWC, the
+  layout the CPU's convolution kernels are fastest in: on Omniglot's Conv4 a meta-iteration
+  takes 1.1-1.5x less time (benchmarks/SPEED.md). A model that calls ``.view`` on a feature
+  map cannot take such input (``.reshape`` and ``.flatten`` can); the user's tensors are never
+  changed, the learner copies each task's images.
 
-``"auto"`` is chosen by measurement (:class:`Choice`): it starts from a guess (``"loop"`` for
-models with convolutions, ``"vmap"`` otherwise), times both executions on the learner's second
-and third meta-iterations (the first warms up, untimed) and from then on keeps the other one if
-it was clearly faster (``SWITCH``), the guess otherwise. The choice lives here, not in the
-learners.
+``"auto"`` is chosen by measurement (:class:`Choice`): it starts from a guess
+(``"channels_last"`` for models with 2-D convolutions, ``"loop"`` for other convolutional
+ones, ``"vmap"`` otherwise), times every candidate on the meta-iterations after the first (which
+warms up, untimed) and from then on keeps the fastest if it was clearly faster than the guess
+(``SWITCH``), the guess otherwise. The choice lives here, not in the learners.
 """
 
 from __future__ import annotations
@@ -29,37 +36,48 @@ from torch import nn
 from torch.func import vmap
 
 
-Execution = Literal["auto", "vmap", "loop"]
+Execution = Literal["auto", "vmap", "loop", "channels_last"]
+Run = Literal["vmap", "loop", "channels_last"]  # an execution a meta-iteration runs with
 TaskFn = Callable[..., tuple[torch.Tensor, ...]]
 T = TypeVar("T")
 SWITCH = 2 / 3  # "auto" leaves its guess for an execution taking less than this fraction of its time
 MIN_SECONDS = 0.05  # ... measured on a meta-iteration at least this long
 
 
-def resolve(execution: Execution, model: nn.Module) -> Literal["vmap", "loop"]:
-    """The execution to use for ``model``: ``execution`` itself unless it is ``"auto"``."""
-    if execution not in ("auto", "vmap", "loop"):
-        raise ValueError(f"execution must be 'auto', 'vmap' or 'loop', got {execution!r}")
-    if execution != "auto":
-        return execution
-    convolutional = any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
-    return "loop" if convolutional else "vmap"
+def candidates(model: nn.Module) -> list[Run]:
+    """The executions ``"auto"`` chooses from for ``model``, its guess first: ``channels_last``
+    (then the plain loop and vmap) for a model with 2-D convolutions, the loop (then vmap) for
+    other convolutional ones, vmap (then the loop) otherwise."""
+    if any(isinstance(m, nn.Conv2d) for m in model.modules()):
+        return ["channels_last", "loop", "vmap"]
+    if any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules()):
+        return ["loop", "vmap"]
+    return ["vmap", "loop"]
+
+
+def resolve(execution: Execution, model: nn.Module) -> Run:
+    """The execution to use for ``model``: ``execution`` itself unless it is ``"auto"``, then the guess."""
+    if execution not in ("auto", "vmap", "loop", "channels_last"):
+        raise ValueError(f"execution must be 'auto', 'vmap', 'loop' or 'channels_last', got {execution!r}")
+    return candidates(model)[0] if execution == "auto" else execution
 
 
 class Choice:
-    """The execution a learner runs its meta-iterations with: ``execution`` itself when it is
-    ``"vmap"`` or ``"loop"``; for ``"auto"``, the faster of the two on this machine, timed on the
-    first meta-iterations (:meth:`run`, :meth:`_decide`). Both compute the same meta-gradient (the tests hold them
-    to it), so the choice changes the time per iteration, not the numbers beyond rounding. A
-    candidate that fails on the model (an operation vmap cannot batch, memory it cannot have)
-    is dropped with a warning, and the step runs again with the guess."""
+    """The execution a learner runs its meta-iterations with: ``execution`` itself unless it is
+    ``"auto"``; for ``"auto"``, the fastest of the :func:`candidates` on this machine, timed on
+    the first meta-iterations (:meth:`run`, :meth:`_decide`). All compute the same meta-gradient
+    (the tests hold them to it), so the choice changes the time per iteration, not the numbers
+    beyond rounding. A candidate that fails on the model (an operation vmap cannot batch, a
+    ``.view`` of a channels-last feature map, memory it cannot have) is dropped with a warning
+    and the step runs again with the next one; the plain loop, the last resort, is never dropped."""
 
     def __init__(self, execution: Execution, model: nn.Module) -> None:
         self.auto = execution == "auto"
         self.current = resolve(execution, model)
-        other = "vmap" if self.current == "loop" else "loop"
+        others = candidates(model)[1:]
         # (execution, timed) for each meta-iteration before the choice is made
-        self._plan = [(self.current, False), (other, True), (self.current, True)] if self.auto else []
+        self._plan = ([(self.current, False), *((e, True) for e in others), (self.current, True)]
+                      if self.auto else [])
         self.seconds: dict[str, float] = {}
 
     def state(self) -> dict[str, Any]:
@@ -74,7 +92,7 @@ class Choice:
             self._plan = [(e, t) for e, t in state["plan"]]
             self.seconds = dict(state["seconds"])
 
-    def run(self, step: Callable[[Literal["vmap", "loop"]], T]) -> T:
+    def run(self, step: Callable[[Run], T]) -> T:
         """``step(execution)``, one meta-iteration: with the current execution, or the next
         candidate while ``"auto"`` is choosing (``seconds`` holds the times measured)."""
         if not self._plan:
@@ -83,13 +101,19 @@ class Choice:
         start = time.perf_counter()
         try:
             out = step(execution)
-        except Exception as e:  # noqa: BLE001  (the candidate cannot run this model: keep the guess)
-            if execution == self.current:
+        except Exception as e:  # noqa: BLE001  (the candidate cannot run this model: drop it)
+            if execution == "loop":
                 raise
+            self._plan = [(c, t) for c, t in self._plan if c != execution]
+            if execution == self.current:  # the guess: the plain loop replaces it
+                self.current = "loop"
+                self._plan = [(c, t) for c, t in self._plan if c != "loop"] + ([("loop", True)] if self._plan else [])
             warnings.warn(f"execution 'auto': {execution} cannot run this model ({type(e).__name__}: "
-                          f"{str(e).splitlines()[0] if str(e) else ''}); keeping {self.current}", stacklevel=2)
-            self._plan = []
-            return step(self.current)
+                          f"{str(e).splitlines()[0] if str(e) else ''}); running {self.current}", stacklevel=2)
+            self.seconds.pop(execution, None)
+            if not self._plan and self.seconds:
+                self.current = self._decide()
+            return self.run(step)
         if torch.cuda.is_available():
             torch.cuda.synchronize()  # the kernels this step queued belong to its time
         if timed:
@@ -98,23 +122,36 @@ class Choice:
             self.current = self._decide()
         return out
 
-    def _decide(self) -> Literal["vmap", "loop"]:
-        """The guess (``current``) unless the other execution was clearly faster: under
-        ``SWITCH`` times the guess's time, on an iteration of at least ``MIN_SECONDS``. One
-        timed iteration each is noisy on a shared machine; without this margin two identical
-        runs could choose differently where the choice hardly matters."""
-        other = "vmap" if self.current == "loop" else "loop"
-        guess = self.seconds[self.current]
-        return other if guess >= MIN_SECONDS and self.seconds[other] < SWITCH * guess else self.current
+    def _decide(self) -> Run:
+        """The guess (``current``) unless another execution was clearly faster: under ``SWITCH``
+        times the guess's time, on an iteration of at least ``MIN_SECONDS``. One timed
+        iteration each is noisy on a shared machine; without this margin two identical runs
+        could choose differently where the choice hardly matters."""
+        guess = self.seconds.get(self.current)
+        if guess is None or guess < MIN_SECONDS:
+            return self.current
+        fastest = min(self.seconds, key=self.seconds.__getitem__)
+        return fastest if self.seconds[fastest] < SWITCH * guess else self.current
 
 
-def map_tasks(fn: TaskFn, tensors: tuple[torch.Tensor, ...], execution: Literal["vmap", "loop"]
-              ) -> tuple[torch.Tensor, ...]:
+def channels_last(x: torch.Tensor) -> torch.Tensor:
+    """A copy of the image tensor ``x`` (``[N, C, H, W]``) with channels-last strides, even for
+    one channel (where ``x.contiguous(memory_format=torch.channels_last)`` returns ``x`` itself,
+    whose NCHW strides then decide the layout of every convolution after it)."""
+    return torch.empty_like(x, memory_format=torch.channels_last).copy_(x)
+
+
+def map_tasks(fn: TaskFn, tensors: tuple[torch.Tensor, ...], execution: Run) -> tuple[torch.Tensor, ...]:
     """``fn`` applied to each task's slice of ``tensors``; outputs stacked on a new task axis.
 
-    ``fn`` takes one task's tensors (no task axis) and returns a tuple of tensors.
+    ``fn`` takes one task's tensors (no task axis) and returns a tuple of tensors; with
+    ``"channels_last"`` its 4-D floating-point ones are :func:`channels_last` copies.
     """
     if execution == "vmap":
         return vmap(fn, randomness="different")(*tensors)
-    outs = [fn(*(t[i] for t in tensors)) for i in range(tensors[0].shape[0])]
+
+    def task(t: torch.Tensor) -> torch.Tensor:
+        return channels_last(t) if execution == "channels_last" and t.dim() == 4 and t.is_floating_point() else t
+
+    outs = [fn(*(task(t[i]) for t in tensors)) for i in range(tensors[0].shape[0])]
     return tuple(torch.stack(o) for o in zip(*outs))

@@ -362,8 +362,8 @@ class Trainer:
     def _train_record(self) -> dict[str, Any]:
         """The training statistics averaged since the last log line: the loss, the metric under
         its name, whatever else the learner reports (gradient conflicts, acceptance rates), and
-        the execution the learner batches its tasks with ("vmap" or "loop", the one ``"auto"``
-        chose by timing after its first three iterations)."""
+        the execution the learner batches its tasks with ("vmap", "loop" or "channels_last",
+        the one ``"auto"`` chose by timing after its first iterations)."""
         window, self._window = self._window, {}
         n = window.pop("steps")
         mean = {k: v / n for k, v in window.items()}
