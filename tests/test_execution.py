@@ -155,3 +155,38 @@ def test_auto_drops_channels_last_for_a_model_that_views_its_feature_maps():
     for _ in range(3):  # the rest of the plan times vmap and the loop, never channels_last again
         learner.meta_backward(batch)
     assert "channels_last" not in learner.choice.seconds and not learner.choice.state()["plan"]
+
+
+class FailsLate(torch.nn.Module):
+    """A convolution that refuses channels-last input from its third call with it on: by then
+    the loop has backpropagated the first task into ``.grad``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.head = torch.nn.Conv2d(1, 2, 3, padding=1), torch.nn.Linear(2, 3)
+        self.channels_last_calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] == 1 and x.stride(1) == 1:
+            self.channels_last_calls += 1
+            if self.channels_last_calls >= 3:
+                raise RuntimeError("no channels-last here")
+        return self.head(self.conv(x).mean((2, 3)))
+
+
+def test_a_candidate_failing_after_some_tasks_leaves_no_gradient_behind():
+    torch.manual_seed(0)
+    learner = mm.learners.MAML(FailsLate(), inner_lr=0.1)
+    reference = mm.learners.MAML(FailsLate(), inner_lr=0.1, execution="loop")
+    reference.load_state_dict(learner.state_dict())
+    batch = conv_batch()
+    for p in learner.parameters():  # gradients accumulate onto what was there before
+        p.grad = torch.ones_like(p)
+    for p in reference.parameters():
+        p.grad = torch.ones_like(p)
+    with pytest.warns(UserWarning, match="channels_last cannot run this model"):
+        learner.meta_backward(batch)
+    reference.meta_backward(batch)
+    assert learner.model.channels_last_calls == 3 and learner.execution == "loop"
+    for (n, p), q in zip(learner.named_parameters(), reference.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, msg=n)

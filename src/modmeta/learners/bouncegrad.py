@@ -253,7 +253,8 @@ class BounceGrad(Learner):
             return outcome.surrogate, outcome.loss, outcome.metric
 
         (task_losses, metrics), stats = self.choice.run(lambda execution: aggregation.backward(
-            task_fn, (chosen, xs, ys, xq, yq), execution, dict(self.named_parameters()), self.aggregate))
+            task_fn, (chosen, xs, ys, xq, yq), execution, dict(self.named_parameters()), self.aggregate),
+            self.parameters())
         self.step.add_(1)
         return {"loss": task_losses.mean().item(), "metric": metrics.mean().item(),
                 "accepted": accept.float().mean().item(), "temperature": float(self.temperature), **stats}

@@ -218,7 +218,7 @@ class GradientLearner(Learner):
             return outcome.surrogate, outcome.loss, outcome.metric, *ends
 
         (task_losses, metrics, *ends), stats = self.choice.run(lambda execution: aggregation.backward(
-            task_fn, batch.tensors(), execution, dict(self.named_parameters()), self.aggregate))
+            task_fn, batch.tensors(), execution, dict(self.named_parameters()), self.aggregate), self.parameters())
         if ends:
             self.carried.store(ends)
         return {"loss": task_losses.mean().item(), "metric": metrics.mean().item(), **stats}

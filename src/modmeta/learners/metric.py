@@ -93,7 +93,7 @@ class MetricLearner(Learner):
             return loss, loss, metric
 
         (task_losses, metrics), stats = self.choice.run(lambda execution: aggregation.backward(
-            task_fn, batch.tensors(), execution, dict(self.named_parameters()), self.aggregate))
+            task_fn, batch.tensors(), execution, dict(self.named_parameters()), self.aggregate), self.parameters())
         return {"loss": task_losses.mean().item(), "metric": metrics.mean().item(), **stats}
 
     def curve(self, batch: TaskBatch, steps: int | None = None) -> torch.Tensor:

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Literal, TypeVar
 
 import torch
@@ -92,11 +92,15 @@ class Choice:
             self._plan = [(e, t) for e, t in state["plan"]]
             self.seconds = dict(state["seconds"])
 
-    def run(self, step: Callable[[Run], T]) -> T:
+    def run(self, step: Callable[[Run], T], params: Iterable[torch.Tensor] = ()) -> T:
         """``step(execution)``, one meta-iteration: with the current execution, or the next
-        candidate while ``"auto"`` is choosing (``seconds`` holds the times measured)."""
+        candidate while ``"auto"`` is choosing (``seconds`` holds the times measured). A
+        candidate that fails may have accumulated some tasks' gradients into ``params``'
+        ``.grad`` first: they are put back as they were before the next one runs."""
         if not self._plan:
             return step(self.current)
+        params = list(params)
+        before = [None if p.grad is None else p.grad.clone() for p in params]
         execution, timed = self._plan.pop(0)
         start = time.perf_counter()
         try:
@@ -104,6 +108,8 @@ class Choice:
         except Exception as e:  # noqa: BLE001  (the candidate cannot run this model: drop it)
             if execution == "loop":
                 raise
+            for p, g in zip(params, before):
+                p.grad = g
             self._plan = [(c, t) for c, t in self._plan if c != execution]
             if execution == self.current:  # the guess: the plain loop replaces it
                 self.current = "loop"
@@ -113,7 +119,7 @@ class Choice:
             self.seconds.pop(execution, None)
             if not self._plan and self.seconds:
                 self.current = self._decide()
-            return self.run(step)
+            return self.run(step, params)
         if torch.cuda.is_available():
             torch.cuda.synchronize()  # the kernels this step queued belong to its time
         if timed:
