@@ -158,6 +158,7 @@ def main() -> None:
         "best": {"step": best, "val": list(val.curve[best]), "test": list(ev.curve[best])},
         "validation": validation, "log": log,
         "learned": learner.report(),  # what the learner meta-learned besides weights: σ per module, inner rates
+        "execution": learner.execution,  # how the tasks were batched after "auto"'s timing (None: no choice)
     }
     out = Path(args.out or Path(__file__).parent / "results" / f"omniglot-{cfg.learner.name}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
