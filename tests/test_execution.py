@@ -138,11 +138,22 @@ class Viewing(torch.nn.Module):
         return self.head(h.view(h.shape[0], -1))
 
 
-def test_auto_drops_channels_last_for_a_model_that_views_its_feature_maps():
+def twins(make: type[torch.nn.Module]) -> tuple[mm.learners.MAML, mm.learners.MAML]:
+    """MAML on ``make()`` with ``execution="auto"``, and the same learner with the NCHW loop."""
     torch.manual_seed(0)
-    learner = mm.learners.MAML(Viewing(), inner_lr=0.1)
-    reference = mm.learners.MAML(Viewing(), inner_lr=0.1, execution="loop")
+    learner = mm.learners.MAML(make(), inner_lr=0.1)
+    reference = mm.learners.MAML(make(), inner_lr=0.1, execution="loop")
     reference.load_state_dict(learner.state_dict())
+    return learner, reference
+
+
+def assert_same_gradients(learner: mm.learners.Learner, reference: mm.learners.Learner) -> None:
+    for (n, p), q in zip(learner.named_parameters(), reference.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, msg=n)
+
+
+def test_auto_drops_channels_last_for_a_model_that_views_its_feature_maps():
+    learner, reference = twins(Viewing)
     batch = conv_batch()
     with pytest.raises(RuntimeError, match="view"):
         mm.learners.MAML(Viewing(), inner_lr=0.1, execution="channels_last").meta_backward(batch)
@@ -150,8 +161,7 @@ def test_auto_drops_channels_last_for_a_model_that_views_its_feature_maps():
         learner.meta_backward(batch)
     reference.meta_backward(batch)
     assert learner.execution == "loop"
-    for (n, p), q in zip(learner.named_parameters(), reference.parameters()):
-        torch.testing.assert_close(p.grad, q.grad, msg=n)
+    assert_same_gradients(learner, reference)
     for _ in range(3):  # the rest of the plan times vmap and the loop, never channels_last again
         learner.meta_backward(batch)
     assert "channels_last" not in learner.choice.seconds and not learner.choice.state()["plan"]
@@ -175,18 +185,12 @@ class FailsLate(torch.nn.Module):
 
 
 def test_a_candidate_failing_after_some_tasks_leaves_no_gradient_behind():
-    torch.manual_seed(0)
-    learner = mm.learners.MAML(FailsLate(), inner_lr=0.1)
-    reference = mm.learners.MAML(FailsLate(), inner_lr=0.1, execution="loop")
-    reference.load_state_dict(learner.state_dict())
+    learner, reference = twins(FailsLate)
     batch = conv_batch()
-    for p in learner.parameters():  # gradients accumulate onto what was there before
-        p.grad = torch.ones_like(p)
-    for p in reference.parameters():
+    for p in [*learner.parameters(), *reference.parameters()]:  # gradients accumulate onto these
         p.grad = torch.ones_like(p)
     with pytest.warns(UserWarning, match="channels_last cannot run this model"):
         learner.meta_backward(batch)
     reference.meta_backward(batch)
     assert learner.model.channels_last_calls == 3 and learner.execution == "loop"
-    for (n, p), q in zip(learner.named_parameters(), reference.parameters()):
-        torch.testing.assert_close(p.grad, q.grad, msg=n)
+    assert_same_gradients(learner, reference)
