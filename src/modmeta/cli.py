@@ -10,6 +10,7 @@ import argparse
 import difflib
 import inspect
 import json
+import os
 import shutil
 import sys
 import time
@@ -24,7 +25,7 @@ import yaml
 
 from modmeta import config, distributed, phases, plot, registry, seeds, structures
 from modmeta.evaluate import Evaluation, evaluate
-from modmeta.train import Trainer, checkpoint, files
+from modmeta.train import Trainer, checkpoint, files, keep_freed_memory
 
 EXAMPLES = {
     "train": """examples:
@@ -69,6 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as e:
         return int(e.code or 0)
+    _own_malloc()
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning
@@ -82,6 +84,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             print(f"modmeta: error: {_one_line(e)}", file=sys.stderr)
         return 1
+
+
+def _own_malloc() -> None:
+    """The command's process keeps freed activations for reuse (:mod:`modmeta.train.memory`:
+    7-10% less time per Conv4 meta-iteration in ``train``) unless ``MODMETA_MALLOC=system``."""
+    if os.environ.get("MODMETA_MALLOC", "keep") != "system":
+        keep_freed_memory()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -189,6 +198,7 @@ def _train(args: argparse.Namespace) -> int:
 
 def _train_process(args: argparse.Namespace) -> None:
     """One process of ``train --nproc N`` (started by :func:`distributed.launch`)."""
+    _own_malloc()
     args.nproc = 1
     _train(args)
 
