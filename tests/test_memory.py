@@ -5,11 +5,16 @@ from __future__ import annotations
 import ctypes
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 import modmeta.cli
 from modmeta.train import memory
+
+def memory_is_glibcs() -> bool:
+    return Path("/proc/self/statm").exists() and hasattr(ctypes.CDLL(None), "gnu_get_libc_version")
+
 
 FREED = """
 import torch
@@ -26,6 +31,7 @@ print(kept, round(before - resident_mib()))
 """
 
 
+@pytest.mark.skipif(not memory_is_glibcs(), reason="glibc's malloc and /proc (Linux) only")
 @pytest.mark.parametrize("keep", [True, False])
 def test_a_freed_activation_stays_in_the_process_only_when_asked(keep: bool):
     # its own process: the setting is process-wide and must not leak into the test run's
