@@ -294,7 +294,7 @@ def test_each_learner_beats_chance_on_an_omniglot_subset_after_short_training(na
     untrained = mm.evaluate(learner, test, episodes=100).mean
     opt = torch.optim.Adam(learner.parameters(), 1e-3)
     g = torch.Generator().manual_seed(0)
-    for _ in range(150):
+    for _ in range(200):
         opt.zero_grad()
         if isinstance(learner, LinearHead):
             learner.train_batch(omniglot_subset, g)

@@ -19,9 +19,10 @@ The executions give the same numbers up to rounding (the tests hold them to it):
 
 ``"auto"`` is chosen by measurement (:class:`Choice`): it starts from a guess
 (``"channels_last"`` for models with 2-D convolutions, ``"loop"`` for other convolutional
-ones, ``"vmap"`` otherwise), times every candidate on the meta-iterations after the first (which
-warms up, untimed) and from then on keeps the fastest if it was clearly faster than the guess
-(``SWITCH``), the guess otherwise. The choice lives here, not in the learners.
+ones, ``"vmap"`` otherwise), times every candidate (:func:`candidates`) on the meta-iterations
+after the first (which warms up, untimed) and from then on keeps the fastest if it was clearly
+faster than the guess (``SWITCH``), the guess otherwise. The choice lives here, not in the
+learners.
 """
 
 from __future__ import annotations
@@ -46,12 +47,15 @@ MIN_SECONDS = 0.05  # ... measured on a meta-iteration at least this long
 
 def candidates(model: nn.Module) -> list[Run]:
     """The executions ``"auto"`` chooses from for ``model``, its guess first: ``channels_last``
-    (then the plain loop and vmap) for a model with 2-D convolutions, the loop (then vmap) for
-    other convolutional ones, vmap (then the loop) otherwise."""
+    then the plain loop for a model with 2-D convolutions, the loop alone for other
+    convolutional ones, vmap then the loop otherwise. vmap is no candidate for convolutions:
+    their per-task weights become grouped convolutions, 3.6x slower than the loop on Omniglot's
+    Conv4 at 9.5x its memory, and its one timing iteration would set the whole run's peak memory
+    (4.7 GB against 0.65 GB for max-pool Conv4 MAML; benchmarks/SPEED.md)."""
     if any(isinstance(m, nn.Conv2d) for m in model.modules()):
-        return ["channels_last", "loop", "vmap"]
+        return ["channels_last", "loop"]
     if any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules()):
-        return ["loop", "vmap"]
+        return ["loop"]
     return ["vmap", "loop"]
 
 
@@ -77,7 +81,7 @@ class Choice:
         others = candidates(model)[1:]
         # (execution, timed) for each meta-iteration before the choice is made
         self._plan = ([(self.current, False), *((e, True) for e in others), (self.current, True)]
-                      if self.auto else [])
+                      if self.auto and others else [])
         self.seconds: dict[str, float] = {}
 
     def state(self) -> dict[str, Any]:
