@@ -115,14 +115,13 @@ class Choice:
             for p, g in zip(params, before):
                 p.grad = g
             self._plan = [(c, t) for c, t in self._plan if c != execution]
+            self.seconds.pop(execution, None)
             if execution == self.current:  # the guess: the plain loop replaces it
                 self.current = "loop"
-                self._plan = [(c, t) for c, t in self._plan if c != "loop"] + ([("loop", True)] if self._plan else [])
+            if {c for c, _ in self._plan} <= {self.current}:  # nothing left to compare it with
+                self._plan = []
             warnings.warn(f"execution 'auto': {execution} cannot run this model ({type(e).__name__}: "
                           f"{str(e).splitlines()[0] if str(e) else ''}); running {self.current}", stacklevel=2)
-            self.seconds.pop(execution, None)
-            if not self._plan and self.seconds:
-                self.current = self._decide()
             return self.run(step, params)
         if torch.cuda.is_available():
             torch.cuda.synchronize()  # the kernels this step queued belong to its time
