@@ -13,9 +13,9 @@ The executions give the same numbers up to rounding (the tests hold them to it):
   model with channels-last strides (NHWC in memory, :func:`channels_last`). A convolution
   answers in the layout of its input, so every feature map of the network stays NHWC, the
   layout the CPU's convolution and max-pool kernels are fastest in: on the Omniglot configs
-  meta-iterations run 1.04-1.57x faster than the NCHW loop's (benchmarks/SPEED.md). A model that calls ``.view`` on a feature
-  map cannot take such input (``.reshape`` and ``.flatten`` can); the user's tensors are never
-  changed, the learner copies each task's images.
+  meta-iterations run 1.0-1.5x faster than the NCHW loop's (benchmarks/executions.py). A
+  model that calls ``.view`` on a feature map cannot take such input (``.reshape`` and
+  ``.flatten`` can); the user's tensors are never changed, the learner copies each task's images.
 
 ``"auto"`` is chosen by measurement (:class:`Choice`): it starts from a guess
 (``"channels_last"`` for models with 2-D convolutions, ``"loop"`` for other convolutional
