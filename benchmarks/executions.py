@@ -3,10 +3,12 @@
 Each config is built twice by ``modmeta.config`` (``learner.execution`` set to each of
 ``--executions``); the same meta-batches of real Omniglot, drawn from seed 0, alternate between
 the builds, the first one a warm-up, and the median process CPU time of ``meta_backward`` is
-reported, with the speed-up of each execution over the first. One process, ``--threads``
-threads::
+reported (wall-clock time with ``--clock wall``: what several threads save shows there only),
+with the speed-up of each execution over the first. One process, ``--threads`` threads::
 
     python benchmarks/executions.py --out benchmarks/results/executions.json
+    python benchmarks/executions.py --threads 2 --clock wall --executions channels_last threads \
+        --out benchmarks/results/executions-threads.json
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ from machine import cpu_name
 CONFIGS = ["protonet", "matchingnet", "relationnet", "fomaml", "linearhead", "reptile", "imaml"]
 
 
-def seconds(path: str, executions: list[str], batches: int) -> dict[str, float]:
-    """Median CPU seconds of one meta-iteration of the config at ``path`` under each execution."""
+def seconds(path: str, executions: list[str], batches: int, clock: str = "cpu") -> dict[str, float]:
+    """Median seconds (process CPU or wall clock) of one meta-iteration of the config at
+    ``path`` under each execution."""
+    now = time.process_time if clock == "cpu" else time.perf_counter
     runs = {e: config.build(config.load(path, [f"learner.execution={e}"])) for e in executions}
     first = runs[executions[0]]
     meta_batch = first.config.train.meta_batch
@@ -38,10 +42,10 @@ def seconds(path: str, executions: list[str], batches: int) -> dict[str, float]:
     for i, batch in enumerate(data):
         for e, run in runs.items():
             run.learner.zero_grad()
-            start = time.process_time()
+            start = now()
             run.learner.meta_backward(batch)
             if i:  # the first batch warms up
-                times[e].append(time.process_time() - start)
+                times[e].append(now() - start)
     return {e: statistics.median(t) for e, t in times.items()}
 
 
@@ -51,17 +55,18 @@ def main() -> None:
     parser.add_argument("--configs", nargs="+", default=CONFIGS)
     parser.add_argument("--batches", type=int, default=3, help="timed meta-batches per config")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--clock", choices=["cpu", "wall"], default="cpu")
     parser.add_argument("--out", default="benchmarks/results/executions.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     rows = {}
     for name in args.configs:
         path = f"configs/omniglot-{name}-5w1s.yaml"
-        s = seconds(path, args.executions, args.batches)
+        s = seconds(path, args.executions, args.batches, args.clock)
         rows[path] = {"seconds": s, "speed_up": {e: s[args.executions[0]] / s[e] for e in args.executions[1:]}}
         print(path, rows[path], flush=True)
     result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "machine": f"{cpu_name()}, {args.threads} threads, torch {torch.__version__}",
+              "machine": f"{cpu_name()}, {args.threads} threads, torch {torch.__version__}", "clock": args.clock,
               "command": " ".join(["python", "benchmarks/executions.py", *sys.argv[1:]]), "configs": rows}
     Path(args.out).write_text(json.dumps(result, indent=2))
 

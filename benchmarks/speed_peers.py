@@ -136,8 +136,11 @@ def stepper(library: str, model: str, order: str, device: str) -> tuple[Callable
         return lambda: mm.losses.loss(net(x), y).backward(), net
     if library == "modmeta":
         outer = mm.meta.outer.first_order() if first_order else mm.meta.outer.exact()
-        execution = "vmap" if model == "sine" else "channels_last"  # what "auto" keeps (its timing iterations are not measured)
-        learner = mm.learners.GradientLearner(network(model), inner=mm.adapt.sgd(INNER_LR[model]),
+        net = network(model)
+        # auto's guess for this network at this thread count (its timing iterations, which keep
+        # it or another candidate, are not among those measured)
+        execution = mm.meta.execution.resolve("auto", net)
+        learner = mm.learners.GradientLearner(net, inner=mm.adapt.sgd(INNER_LR[model]),
                                               outer=outer, execution=execution).to(device)
         return lambda: learner.meta_backward(batch), learner
     net = (network(model) if model == "sine" else peer_network(model)).to(device)

@@ -147,7 +147,7 @@ def test_a_binary_file_given_as_config_is_refused_with_its_name(tmp_path):
     ("learner.inner_lr", "0.1", "learner.inner_lr: expected a number, got '0.1' (a string)"),
     ("model.hidden", 40, "model.hidden: expected a list, each item an integer, got 40 (an integer)"),
     ("model.hidden", [40, "x"], "model.hidden: expected a list, each item an integer, got [40, x] (a list)"),
-    ("learner.execution", "fast", "learner.execution: expected one of 'auto', 'vmap', 'loop', 'channels_last', got 'fast'"),
+    ("learner.execution", "fast", "learner.execution: expected one of 'auto', 'vmap', 'loop', 'channels_last', 'threads', got 'fast'"),
     ("learner.first_order", 1, "learner.first_order: expected true or false, got 1 (an integer)"),
     ("learner.inner", {"name": "adam", "lr": "high"}, "learner.inner.lr: expected a number, got 'high'"),
 ])

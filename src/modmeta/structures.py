@@ -18,9 +18,9 @@ from typing import Any, Protocol
 
 import torch
 from torch import nn
-from torch.func import functional_call
 
 from modmeta import losses, plot
+from modmeta.models.functional import forward
 from modmeta.tasks.modular import ModularFamily
 from modmeta.train import files
 
@@ -150,7 +150,7 @@ def examples(learner: StructureLearner, family: ModularFamily, count: int = 9, s
         state = learner.adapt(tasks.x_support[t], tasks.y_support[t])
         library = {n.removeprefix("library."): v for n, v in state.params.items()}
         with torch.no_grad():
-            parts = functional_call(learner.model.library, library, (state.structure, grid))  # [slots, points, 1]
+            parts = forward(learner.model.library, library, state.structure, grid)  # [slots, points, 1]
             prediction = learner.predict(state, grid)
             mse = losses.metric(learner.predict(state, tasks.x_query[t]), tasks.y_query[t]).item()
         label = learner.model.scheme.describe(state.structure)

@@ -48,7 +48,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.func import functional_call
 
 from modmeta import distributed, losses
 from modmeta.adapt.optim import InnerOptimizer, descend, sgd
@@ -59,7 +58,7 @@ from modmeta.meta import outer as outers
 from modmeta.meta.aggregate import Aggregation
 from modmeta.meta.execution import Choice, Execution, map_tasks
 from modmeta.meta.outer import OuterUpdate, Task
-from modmeta.models.functional import Params, parameters
+from modmeta.models.functional import Params, forward, parameters
 from modmeta.models.modular import ModularNet
 from modmeta.tasks.batch import TaskBatch
 
@@ -135,7 +134,7 @@ class BounceGrad(Learner):
         return self.inner_steps if self.adapts_weights else 0
 
     def _forward(self, params: Params, structure: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return functional_call(self.model, params, (structure, x))
+        return forward(self.model, params, structure, x)
 
     def _support_loss(self, structure: torch.Tensor, x_support: torch.Tensor, y_support: torch.Tensor
                       ) -> Callable[[Params], torch.Tensor]:

@@ -196,7 +196,7 @@ class GradientLearner(Learner):
     def predict(self, state: Params, x: torch.Tensor, support: torch.Tensor | None = None) -> torch.Tensor:
         """The model's output on ``x`` with the adapted parameters ``state``; with
         ``batchnorm="support"`` normalised by the support inputs ``support``'s statistics."""
-        return normalised(lambda inputs: forward(self.model, state, inputs), self.model, x, support, self.batchnorm)
+        return normalised(self.model, state, x, support, self.batchnorm)
 
     def task_loss(self, x_support: torch.Tensor, y_support: torch.Tensor, x_query: torch.Tensor,
                   y_query: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

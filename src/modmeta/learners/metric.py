@@ -57,7 +57,7 @@ class MetricLearner(Learner):
     def embed(self, x: torch.Tensor, support: torch.Tensor | None = None) -> torch.Tensor:
         """The model's embedding of queries ``x``, normalised by their own batch statistics
         (``batchnorm="transductive"``) or by those of the support inputs ``support``."""
-        return normalised(self.model, self.model, x, support, self.batchnorm)
+        return normalised(self.model, None, x, support, self.batchnorm)
 
     @abstractmethod
     def predict(self, state: Any, x: torch.Tensor, support: torch.Tensor | None = None) -> torch.Tensor:

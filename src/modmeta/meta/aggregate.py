@@ -3,9 +3,10 @@
 Each task of a meta-batch gives a surrogate scalar whose gradient is its meta-gradient (see
 :mod:`modmeta.meta.outer`). An :class:`Aggregation` says how those gradients combine:
 
-- :func:`mean` (every learner's default): ``(1/T) Σ_t g_t``. It never forms the per-task
+- :func:`mean` (every learner's default): ``(1/T) Σ_t g_t``. It never stacks the per-task
   gradients: it backpropagates the mean surrogate, and in the loop each task's own share as
-  soon as it is computed, so only one task's graph is alive at a time.
+  soon as it is computed, summed as it goes (per worker thread, then in worker order), so
+  only one task's graph is alive at a time (one per worker thread).
 - any other combination is a function of the stacked per-task gradients ``[T, ...]``
   (``Aggregation(combine=...)``): gradient surgery across tasks (:func:`pcgrad`) or a gather
   across processes plugs in here, for every learner at once.
@@ -33,7 +34,7 @@ from typing import Literal
 import torch
 
 from modmeta import distributed
-from modmeta.meta.execution import Run, TaskFn, map_tasks
+from modmeta.meta.execution import Run, TaskFn, map_tasks, worker
 from modmeta.models.functional import Params
 
 
@@ -139,12 +140,21 @@ def backward(task_fn: TaskFn, tensors: tuple[torch.Tensor, ...], execution: Run,
                 surrogate.mean().backward()
                 reported = [r.detach() for r in reported]
             else:
+                live = [p for p in params.values() if p.requires_grad]
+                sums: dict[int, list[torch.Tensor | None]] = {}  # per worker thread: its tasks' summed gradient
+
                 def each(*task: torch.Tensor) -> tuple[torch.Tensor, ...]:
                     surrogate, *reported = task_fn(*task)
-                    (surrogate / n).backward()
+                    grads = torch.autograd.grad(surrogate / n, live, allow_unused=True)
+                    sums[worker()] = [a if b is None else b if a is None else a + b
+                                      for a, b in zip(sums.get(worker(), [None] * len(live)), grads)]
                     return tuple(r.detach() for r in reported)
 
                 reported = map_tasks(each, tensors, execution)
+                for w in sorted(sums):  # in worker order, whichever finished first: reproducible
+                    for p, g in zip(live, sums[w]):
+                        if g is not None:
+                            p.grad = g if p.grad is None else p.grad + g
         return distributed.gather(reported, total), {}
     names = [k for k, p in params.items() if p.requires_grad]
     live = [params[k] for k in names]

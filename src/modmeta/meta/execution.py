@@ -17,9 +17,18 @@ The executions give the same numbers up to rounding (the tests hold them to it):
   model that calls ``.view`` on a feature map cannot take such input (``.reshape`` and
   ``.flatten`` can); the user's tensors are never changed, the learner copies each task's images.
 
+- ``"threads"``: the channels-last loop with the tasks shared among worker threads, as many
+  as torch's intra-op threads (each worker then runs its kernels on one of them, restored
+  after). The tasks' small operations (the 5-image support pass and its double backward) split
+  badly across intra-op threads; whole tasks split well. Each worker runs the modules through
+  its own copies (:func:`modmeta.models.functional.replicas`), and what the workers return is
+  put together in task order, so a run is reproducible; per-task code that draws random
+  numbers from torch's global generator is not (the threads would interleave the draws), and
+  ``"auto"`` drops this execution for it.
+
 ``"auto"`` is chosen by measurement (:class:`Choice`): it starts from a guess
-(``"channels_last"`` for models with 2-D convolutions, ``"loop"`` for other convolutional
-ones, ``"vmap"`` otherwise), times every candidate (:func:`candidates`) on the meta-iterations
+(``"threads"``, or with one intra-op thread ``"channels_last"``, for models with 2-D
+convolutions, ``"loop"`` for other convolutional ones, ``"vmap"`` otherwise), times every candidate (:func:`candidates`) on the meta-iterations
 after the first (which warms up, untimed) and from then on keeps the fastest if it was clearly
 faster than the guess (``SWITCH``), the guess otherwise. The choice lives here, not in the
 learners.
@@ -27,6 +36,7 @@ learners.
 
 from __future__ import annotations
 
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable
@@ -36,9 +46,12 @@ import torch
 from torch import nn
 from torch.func import vmap
 
+from modmeta.models.functional import replicas
 
-Execution = Literal["auto", "vmap", "loop", "channels_last"]
-Run = Literal["vmap", "loop", "channels_last"]  # an execution a meta-iteration runs with
+
+Execution = Literal["auto", "vmap", "loop", "channels_last", "threads"]
+EXECUTIONS: tuple[str, ...] = ("auto", "vmap", "loop", "channels_last", "threads")
+Run = Literal["vmap", "loop", "channels_last", "threads"]  # an execution a meta-iteration runs with
 TaskFn = Callable[..., tuple[torch.Tensor, ...]]
 T = TypeVar("T")
 SWITCH = 2 / 3  # "auto" leaves its guess for an execution taking less than this fraction of its time
@@ -46,14 +59,15 @@ MIN_SECONDS = 0.05  # ... measured on a meta-iteration at least this long
 
 
 def candidates(model: nn.Module) -> list[Run]:
-    """The executions ``"auto"`` chooses from for ``model``, its guess first: ``channels_last``
-    then the plain loop for a model with 2-D convolutions, the loop alone for other
-    convolutional ones, vmap then the loop otherwise. vmap is no candidate for convolutions:
-    their per-task weights become grouped convolutions, 3.6x slower than the loop on Omniglot's
-    Conv4 at 9.5x its memory, and its one timing iteration would set the whole run's peak memory
-    (4.7 GB against 0.65 GB for max-pool Conv4 MAML; benchmarks/SPEED.md)."""
+    """The executions ``"auto"`` chooses from for ``model``, its guess first: for a model with
+    2-D convolutions ``threads`` (when torch has more than one intra-op thread now), then
+    ``channels_last`` and the plain loop; the loop alone for other convolutional models; vmap
+    then the loop otherwise. vmap is no candidate for convolutions: their per-task weights
+    become grouped convolutions, 3.6x slower than the loop on Omniglot's Conv4 at 9.5x its
+    memory, and its one timing iteration would set the whole run's peak memory (4.7 GB against
+    0.65 GB for max-pool Conv4 MAML; benchmarks/SPEED.md)."""
     if any(isinstance(m, nn.Conv2d) for m in model.modules()):
-        return ["channels_last", "loop"]
+        return ["threads", "channels_last", "loop"] if torch.get_num_threads() > 1 else ["channels_last", "loop"]
     if any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules()):
         return ["loop"]
     return ["vmap", "loop"]
@@ -61,8 +75,8 @@ def candidates(model: nn.Module) -> list[Run]:
 
 def resolve(execution: Execution, model: nn.Module) -> Run:
     """The execution to use for ``model``: ``execution`` itself unless it is ``"auto"``, then the guess."""
-    if execution not in ("auto", "vmap", "loop", "channels_last"):
-        raise ValueError(f"execution must be 'auto', 'vmap', 'loop' or 'channels_last', got {execution!r}")
+    if execution not in EXECUTIONS:
+        raise ValueError(f"execution must be one of {', '.join(map(repr, EXECUTIONS))}, got {execution!r}")
     return candidates(model)[0] if execution == "auto" else execution
 
 
@@ -99,27 +113,35 @@ class Choice:
     def run(self, step: Callable[[Run], T], params: Iterable[torch.Tensor] = ()) -> T:
         """``step(execution)``, one meta-iteration: with the current execution, or the next
         candidate while ``"auto"`` is choosing (``seconds`` holds the times measured). A
-        candidate that fails may have accumulated some tasks' gradients into ``params``'
-        ``.grad`` first: they are put back as they were before the next one runs."""
+        candidate that fails may have accumulated some tasks' gradients into ``params'``
+        ``.grad`` and drawn random numbers first: both are put back as they were before the
+        next one runs. ``"threads"`` fails here when its step drew from torch's global
+        generator (its tasks would interleave the draws: the run would not be reproducible)."""
         if not self._plan:
             return step(self.current)
         params = list(params)
         before = [None if p.grad is None else p.grad.clone() for p in params]
+        rng = torch.get_rng_state()
         execution, timed = self._plan.pop(0)
         start = time.perf_counter()
         try:
             out = step(execution)
+            if execution == "threads" and not torch.equal(rng, torch.get_rng_state()):
+                raise RuntimeError("its tasks draw random numbers, in an order threads do not keep")
         except Exception as e:  # noqa: BLE001  (the candidate cannot run this model: drop it)
             if execution == "loop":
                 raise
             for p, g in zip(params, before):
                 p.grad = g
+            torch.set_rng_state(rng)
             self._plan = [(c, t) for c, t in self._plan if c != execution]
             self.seconds.pop(execution, None)
-            if execution == self.current:  # the guess: the plain loop replaces it
-                self.current = "loop"
+            if execution == self.current:  # the guess: the next candidate, or the plain loop, replaces it
+                self.current = next((c for c, _ in self._plan if c != execution), "loop")
             if {c for c, _ in self._plan} <= {self.current}:  # nothing left to compare it with
                 self._plan = []
+            elif not any(c == self.current and t for c, t in self._plan):  # the new guess is timed too
+                self._plan.append((self.current, True))
             warnings.warn(f"execution 'auto': {execution} cannot run this model ({type(e).__name__}: "
                           f"{str(e).splitlines()[0] if str(e) else ''}); running {self.current}", stacklevel=2)
             return self.run(step, params)
@@ -150,17 +172,72 @@ def channels_last(x: torch.Tensor) -> torch.Tensor:
     return torch.empty_like(x, memory_format=torch.channels_last).copy_(x)
 
 
+_worker = threading.local()  # .index: which of in_threads' jobs this thread runs
+
+
+def worker() -> int:
+    """Which worker of :func:`in_threads` runs the caller (0, 1, ...); 0 in any other thread."""
+    return getattr(_worker, "index", 0)
+
+
+def in_threads(jobs: list[Callable[[], T]]) -> list[T]:
+    """Each job run in its own thread, the results in order. Torch's intra-op threads are set to
+    one while they run (a process-wide setting, restored after) and each thread runs modules
+    through its own copies (:func:`~modmeta.models.functional.replicas`); the caller's grad
+    mode holds in every thread. The first job's exception, if any, is raised here."""
+    results: list[Any] = [None] * len(jobs)
+    errors: list[BaseException | None] = [None] * len(jobs)
+    grad = torch.is_grad_enabled()
+
+    def work(i: int) -> None:
+        _worker.index = i
+        try:
+            with torch.set_grad_enabled(grad), replicas():
+                results[i] = jobs[i]()
+        except BaseException as e:  # noqa: BLE001  (handed to the caller's thread)
+            errors[i] = e
+
+    intra = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        threads = [threading.Thread(target=work, args=(i,), name=f"modmeta-task-{i}") for i in range(len(jobs))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        torch.set_num_threads(intra)
+    for e in errors:
+        if e is not None:
+            raise e
+    return results
+
+
+def worker_shares(tasks: int) -> list[tuple[int, int]]:
+    """The ``"threads"`` execution's split of ``tasks`` tasks: consecutive ``(start, stop)``
+    ranges, one per worker, as many workers as intra-op threads (at most one per task)."""
+    workers = max(1, min(torch.get_num_threads(), tasks))
+    bounds = [round(i * tasks / workers) for i in range(workers + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
 def map_tasks(fn: TaskFn, tensors: tuple[torch.Tensor, ...], execution: Run) -> tuple[torch.Tensor, ...]:
     """``fn`` applied to each task's slice of ``tensors``; outputs stacked on a new task axis.
 
     ``fn`` takes one task's tensors (no task axis) and returns a tuple of tensors; with
-    ``"channels_last"`` its 4-D floating-point ones are :func:`channels_last` copies.
+    ``"channels_last"`` and ``"threads"`` its 4-D floating-point ones are :func:`channels_last` copies.
     """
     if execution == "vmap":
         return vmap(fn, randomness="different")(*tensors)
+    if execution == "threads" and tensors[0].device.type == "cpu":  # a GPU runs one task at a time
+        shares = worker_shares(tensors[0].shape[0])
+        if len(shares) > 1:
+            parts = in_threads([lambda a=a, b=b: map_tasks(fn, tuple(t[a:b] for t in tensors), "channels_last")
+                                for a, b in shares])
+            return tuple(torch.cat(o) for o in zip(*parts))
 
     def task(t: torch.Tensor) -> torch.Tensor:
-        return channels_last(t) if execution == "channels_last" and t.dim() == 4 and t.is_floating_point() else t
+        return channels_last(t) if execution != "loop" and t.dim() == 4 and t.is_floating_point() else t
 
     outs = [fn(*(task(t[i]) for t in tensors)) for i in range(tensors[0].shape[0])]
     return tuple(torch.stack(o) for o in zip(*outs))

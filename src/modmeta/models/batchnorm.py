@@ -31,6 +31,8 @@ from torch import nn
 from torch._C._functorch import TransformType
 from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
 
+from modmeta.models.functional import Params, forward, local
+
 
 def under_vmap() -> bool:
     """Whether the caller runs inside ``torch.func.vmap`` (at any level of nested transforms)."""
@@ -125,13 +127,19 @@ def check_statistics(batchnorm: str) -> str:
     return batchnorm
 
 
-def normalised(call: Callable[[torch.Tensor], torch.Tensor], model: nn.Module, x: torch.Tensor,
-               support: torch.Tensor | None, batchnorm: Statistics) -> torch.Tensor:
-    """``call(x)`` (``model`` run on some parameters) with the batch statistics ``batchnorm``
-    says: ``x``'s own (``"transductive"``) or those of ``support`` (``"support"``, found by
-    running ``call`` on ``support`` and ``x`` together, the support set first, at a cost of
-    ``len(support)`` more rows). A model without :class:`BatchNorm` is run on ``x`` alone."""
-    if batchnorm == "transductive" or not has_batchnorm(model):
+def normalised(model: nn.Module, params: Params | None, x: torch.Tensor, support: torch.Tensor | None,
+               batchnorm: Statistics) -> torch.Tensor:
+    """``model`` run on ``x`` (with ``params`` in place of its parameters, or its own for
+    ``None``) under the batch statistics ``batchnorm`` says: ``x``'s own (``"transductive"``)
+    or those of ``support`` (``"support"``, found by running the model on ``support`` and ``x``
+    together, the support set first, at a cost of ``len(support)`` more rows). A model without
+    :class:`BatchNorm` is run on ``x`` alone. The module run is this thread's (:func:`local`)."""
+    module = local(model)
+
+    def call(inputs: torch.Tensor) -> torch.Tensor:
+        return module(inputs) if params is None else forward(model, params, inputs)
+
+    if batchnorm == "transductive" or not has_batchnorm(module):
         return call(x)
     if support is None:
         raise ValueError(
@@ -139,7 +147,7 @@ def normalised(call: Callable[[torch.Tensor], torch.Tensor], model: nn.Module, x
             "(batchnorm='support'): pass the support inputs, predict(state, x, support=x_support)"
         )
     n = support.shape[0]
-    with statistics_from_first(model, n):
+    with statistics_from_first(module, n):
         return call(torch.cat([support, x]))[n:]
 
 

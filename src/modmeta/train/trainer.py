@@ -362,7 +362,7 @@ class Trainer:
     def _train_record(self) -> dict[str, Any]:
         """The training statistics averaged since the last log line: the loss, the metric under
         its name, whatever else the learner reports (gradient conflicts, acceptance rates), and
-        the execution the learner batches its tasks with ("vmap", "loop" or "channels_last",
+        the execution the learner batches its tasks with ("vmap", "loop", "channels_last" or "threads",
         the one ``"auto"`` chose by timing after its first iterations)."""
         window, self._window = self._window, {}
         n = window.pop("steps")
