@@ -12,8 +12,9 @@ weights on the same tasks the way their own MAML examples do: TorchOpt's functio
 ``autograd.grad`` of the support loss, ``torchopt.sgd`` and ``apply_updates``, the network
 called with ``torch.func.functional_call``, tasks in a loop) and higher's ``innerloop_ctx``;
 their networks use ``nn.BatchNorm2d`` without running statistics (the same normalisation).
-modmeta runs with the execution its ``"auto"`` keeps (vmap for the MLP, the loop for Conv4), so
-that auto's two timing iterations (one of them vmap, on Conv4) are not among those measured.
+modmeta runs with the execution its ``"auto"`` guesses (vmap for the MLP; for Conv4
+``channels_last`` at one thread and ``threads`` at two), so that auto's timing iterations are
+not among those measured.
 "limit" is one plain forward and backward of the same images (support and query of all tasks)
 through the network with shared weights: what a meta-iteration would cost if per-task weights
 were free.
@@ -29,6 +30,10 @@ with torch held at the installed version). The run also compares the meta-gradie
 and TorchOpt on the same weights and data (largest absolute difference).
 
     python benchmarks/speed_peers.py --rounds 2 --out benchmarks/results/speed-peers.json
+
+``--malloc keep`` makes every case process, whichever library it measures, keep freed memory
+for reuse first (:func:`modmeta.train.keep_freed_memory`, what ``modmeta``'s own commands do
+for their process); ``--models`` restricts the run to some networks.
 """
 
 from __future__ import annotations
@@ -192,10 +197,10 @@ def gradient_difference(model: str, order: str) -> dict:
     return found
 
 
-def cases() -> list[dict]:
+def cases(models: list[str]) -> list[dict]:
     """Every measurement of one round, at one thread count."""
-    out = [{"library": lib, "model": m, "order": o} for m in MODELS for o in ORDERS for lib in LIBRARIES]
-    return out + [{"library": "limit", "model": m, "order": "-"} for m in MODELS]
+    out = [{"library": lib, "model": m, "order": o} for m in models for o in ORDERS for lib in LIBRARIES]
+    return out + [{"library": "limit", "model": m, "order": "-"} for m in models]
 
 
 def key(case: dict, threads: int) -> str:
@@ -213,14 +218,14 @@ def summarise(runs: dict[str, list[dict]]) -> dict:
     return out
 
 
-def ratios(med: dict, threads: list[int]) -> dict:
+def ratios(med: dict, threads: list[int], models: list[str]) -> dict:
     """The issue's targets as ratios of medians measured in this run."""
     out = {}
     for t in threads:
         def ms(model: str, order: str, lib: str) -> float:
             return med[f"{model}/{order}/{lib}/{t}t"]["median_ms"]
 
-        for m in MODELS[1:]:
+        for m in (m for m in models if m != "sine"):
             out[f"{m} second order: torchopt / modmeta, {t}t (target >= 1.5)"] = \
                 ms(m, "second", "torchopt") / ms(m, "second", "modmeta")
             out[f"{m} peak memory: modmeta / torchopt, {t}t (target <= 1)"] = \
@@ -228,8 +233,9 @@ def ratios(med: dict, threads: list[int]) -> dict:
             out[f"{m}: modmeta second / first order, {t}t (target >= 1.3)"] = \
                 ms(m, "second", "modmeta") / ms(m, "first", "modmeta")
             out[f"{m}: modmeta second order / limit, {t}t"] = ms(m, "second", "modmeta") / med[f"{m}/-/limit/{t}t"]["median_ms"]
-        out[f"sine second order: torchopt / modmeta, {t}t (target >= 7)"] = \
-            ms("sine", "second", "torchopt") / ms("sine", "second", "modmeta")
+        if "sine" in models:
+            out[f"sine second order: torchopt / modmeta, {t}t (target >= 7)"] = \
+                ms("sine", "second", "torchopt") / ms("sine", "second", "modmeta")
     return out
 
 
@@ -239,9 +245,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--out", default="benchmarks/results/speed-peers.json")
+    parser.add_argument("--models", nargs="+", default=MODELS, choices=MODELS)
+    parser.add_argument("--malloc", choices=["system", "keep"], default="system",
+                        help="keep: every case process (every library alike) first calls "
+                             "modmeta.train.keep_freed_memory, as modmeta's own commands do")
     parser.add_argument("--case", help=argparse.SUPPRESS)  # internal: measure one case (JSON)
     args = parser.parse_args()
     if args.case:
+        if args.malloc == "keep":
+            mm.train.keep_freed_memory()
         torch.set_num_threads(args.threads[0])
         print(json.dumps(measure(json.loads(args.case), args.device)))
         return
@@ -249,9 +261,10 @@ def main() -> None:
     runs: dict[str, list[dict]] = {}
     for r in range(args.rounds):
         for t in args.threads:
-            for case in cases():
+            for case in cases(args.models):
                 out = subprocess.run([sys.executable, __file__, "--case", json.dumps(case), "--threads", str(t),
-                                      "--device", args.device], check=True, capture_output=True, text=True).stdout
+                                      "--device", args.device, "--malloc", args.malloc],
+                                     check=True, capture_output=True, text=True).stdout
                 runs.setdefault(key(case, t), []).append(json.loads(out))
                 print(f"round {r + 1} {key(case, t)}: {runs[key(case, t)][-1]}", flush=True)
     torch.set_num_threads(1)
@@ -262,8 +275,9 @@ def main() -> None:
                    f"{len(__import__('os').sched_getaffinity(0))} cores, torch {torch.__version__}, device {args.device}",
         "command": " ".join(["python", "benchmarks/speed_peers.py", *sys.argv[1:]]),
         "minutes": (datetime.now(timezone.utc) - started).total_seconds() / 60,
-        "ratios": ratios(med, args.threads),
-        "gradients_modmeta_vs_torchopt": {f"{m}/{o}": gradient_difference(m, o) for m in MODELS for o in ORDERS},
+        "malloc": args.malloc,
+        "ratios": ratios(med, args.threads, args.models),
+        "gradients_modmeta_vs_torchopt": {f"{m}/{o}": gradient_difference(m, o) for m in args.models for o in ORDERS},
         "cases": med,
     }
     with open(args.out, "w") as f:

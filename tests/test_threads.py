@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import modmeta as mm
+import modmeta.plot
 from modmeta.meta.execution import Choice, candidates, in_threads, worker, worker_shares
 from modmeta.models.functional import local, replicas
 
@@ -148,3 +149,23 @@ def test_auto_drops_threads_for_tasks_that_draw_random_numbers(two_threads):
         for _ in range(3):  # channels_last then the loop are timed; threads never again
             learner.meta_backward(batch)
     assert set(learner.choice.seconds) == {"channels_last", "loop"}
+
+
+def test_a_threads_run_resumed_from_a_checkpoint_equals_the_uninterrupted_run(tmp_path, two_threads):
+    g = torch.Generator().manual_seed(0)
+    images = mm.tasks.ClassificationFamily(torch.randn(40, 1, 16, 16, generator=g), torch.arange(40) % 4,
+                                           ways=4, shots=1, queries=2)
+
+    def trainer(out):
+        torch.manual_seed(0)  # the same initial weights
+        learner = mm.learners.MAML(mm.models.Conv4(4, hidden=4, image_size=16), inner_lr=0.1, execution="threads")
+        return mm.Trainer(learner, images, meta_batch=4, out=out, checkpoint_every=2, log_every=1, progress=False)
+
+    whole = trainer(tmp_path / "whole").fit(4)
+    trainer(tmp_path / "cut").fit(2)
+    resumed = trainer(tmp_path / "cut").fit(4, resume=True)
+    for (n, a), (_, b) in zip(whole.learner.named_parameters(), resumed.learner.named_parameters()):
+        assert torch.equal(a, b), n
+    records = mm.plot.read_metrics(tmp_path / "whole")
+    assert records == mm.plot.read_metrics(tmp_path / "cut")
+    assert {r["execution"] for r in records if r["split"] == "train"} == {"threads"}

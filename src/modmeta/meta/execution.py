@@ -16,20 +16,25 @@ The executions give the same numbers up to rounding (the tests hold them to it):
   meta-iterations run 1.0-1.5x faster than the NCHW loop's (benchmarks/executions.py). A
   model that calls ``.view`` on a feature map cannot take such input (``.reshape`` and
   ``.flatten`` can); the user's tensors are never changed, the learner copies each task's images.
-
 - ``"threads"``: the channels-last loop with the tasks shared among worker threads, as many
   as torch's intra-op threads (each worker then runs its kernels on one of them, restored
   after). The tasks' small operations (the 5-image support pass and its double backward) split
-  badly across intra-op threads; whole tasks split well. Each worker runs the modules through
+  badly across intra-op threads; whole tasks split well (at two threads, Omniglot meta-iterations
+  1.79x faster than ``"channels_last"``'s for iMAML, 1.33x for first-order MAML, 1.23x for
+  Reptile: benchmarks/executions.py; two tasks' graphs are alive at once, about 100 MiB more
+  peak memory on max-pool Conv4 MAML: benchmarks/SPEED.md). Each worker runs the modules through
   its own copies (:func:`modmeta.models.functional.replicas`), and what the workers return is
   put together in task order, so a run is reproducible; per-task code that draws random
   numbers from torch's global generator is not (the threads would interleave the draws), and
-  ``"auto"`` drops this execution for it.
+  ``"auto"`` drops this execution for it. A learner's own per-task code runs modules through
+  :func:`~modmeta.models.functional.forward` or :func:`~modmeta.models.functional.local`;
+  state a module keeps on itself across calls stays with a worker's copy.
 
 ``"auto"`` is chosen by measurement (:class:`Choice`): it starts from a guess
 (``"threads"``, or with one intra-op thread ``"channels_last"``, for models with 2-D
-convolutions, ``"loop"`` for other convolutional ones, ``"vmap"`` otherwise), times every candidate (:func:`candidates`) on the meta-iterations
-after the first (which warms up, untimed) and from then on keeps the fastest if it was clearly
+convolutions, ``"loop"`` for other convolutional ones, ``"vmap"`` otherwise), times every
+candidate (:func:`candidates`) on the meta-iterations after the first (which warms up,
+untimed) and from then on keeps the fastest if it was clearly
 faster than the guess (``SWITCH``), the guess otherwise. The choice lives here, not in the
 learners.
 """
