@@ -175,7 +175,8 @@ def test_a_threads_run_resumed_from_a_checkpoint_equals_the_uninterrupted_run(tm
 
 
 def test_modular_learners_run_in_threads_as_in_the_loop(two_threads):
-    batch = mm.tasks.modular.FunctionSums(shots=5, queries=7).sample(6, torch.Generator().manual_seed(0)).to("cpu", torch.float64)
+    family = mm.tasks.modular.FunctionSums(shots=5, queries=7)
+    batch = family.sample(6, torch.Generator().manual_seed(0)).to("cpu", torch.float64)
     grads = {}
     for execution in ("loop", "threads"):
         torch.manual_seed(0)

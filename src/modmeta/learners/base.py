@@ -36,8 +36,9 @@ class Learner(nn.Module, ABC):
 
     @property
     def execution(self) -> str | None:
-        """How the tasks are batched now, ``"vmap"``, ``"loop"``, ``"channels_last"`` or ``"threads"`` (see
-        :mod:`modmeta.meta.execution`); ``None`` for a learner without that choice."""
+        """How the tasks are batched now, ``"vmap"``, ``"loop"``, ``"channels_last"`` or
+        ``"threads"`` (see :mod:`modmeta.meta.execution`); ``None`` for a learner without that
+        choice."""
         return None if self.choice is None else self.choice.current
 
     @abstractmethod
