@@ -131,6 +131,8 @@ def backward(task_fn: TaskFn, tensors: tuple[torch.Tensor, ...], execution: Run,
     statistics (``{}``, or :func:`conflict`'s with ``diagnostics``).
     """
     total = tensors[0].shape[0]
+    names = [k for k, p in params.items() if p.requires_grad]
+    live = [params[k] for k in names]
     tensors = distributed.share(tensors)  # this process's tasks when the trainer splits them
     n = tensors[0].shape[0]
     if aggregation.combine is None:
@@ -140,14 +142,15 @@ def backward(task_fn: TaskFn, tensors: tuple[torch.Tensor, ...], execution: Run,
                 surrogate.mean().backward()
                 reported = [r.detach() for r in reported]
             else:
-                live = [p for p in params.values() if p.requires_grad]
                 sums: dict[int, list[torch.Tensor | None]] = {}  # per worker thread: its tasks' summed gradient
 
                 def each(*task: torch.Tensor) -> tuple[torch.Tensor, ...]:
                     surrogate, *reported = task_fn(*task)
                     grads = torch.autograd.grad(surrogate / n, live, allow_unused=True)
-                    sums[worker()] = [a if b is None else b if a is None else a + b
-                                      for a, b in zip(sums.get(worker(), [None] * len(live)), grads)]
+                    mine = sums.setdefault(worker(), [None] * len(live))
+                    for i, g in enumerate(grads):  # out of place: a gradient may be an expanded view
+                        if g is not None:
+                            mine[i] = g if mine[i] is None else mine[i] + g
                     return tuple(r.detach() for r in reported)
 
                 reported = map_tasks(each, tensors, execution)
@@ -156,8 +159,6 @@ def backward(task_fn: TaskFn, tensors: tuple[torch.Tensor, ...], execution: Run,
                         if g is not None:
                             p.grad = g if p.grad is None else p.grad + g
         return distributed.gather(reported, total), {}
-    names = [k for k, p in params.items() if p.requires_grad]
-    live = [params[k] for k in names]
     if execution == "vmap":
         surrogate, *reported = map_tasks(task_fn, tensors, "vmap")
         eye = torch.eye(n, dtype=surrogate.dtype, device=surrogate.device)
