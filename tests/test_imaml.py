@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import weakref
 
 import pytest
@@ -123,6 +124,20 @@ def test_sigma_imaml_with_equal_fixed_sigmas_is_imaml_with_lambda_one_over_sigma
     assert set(ours) == set(imaml)  # fixed σ: no σ parameter to learn
     for n, g in imaml.items():
         torch.testing.assert_close(ours[n], g, rtol=1e-10, atol=1e-12)
+
+
+def test_the_priors_pull_as_coupling_gives_the_implicit_gradient_of_the_whole_objective():
+    # The implicit gradient's last step differentiates only the prior's pull Λ(θ − φ) in ψ;
+    # without the task's coupling it differentiates all of ∇_θ F: the same gradients, φ and σ.
+    learner = SigmaIMAML(tiny_mlp(), inner_lr=0.05, inner_steps=10, sigma=0.6, cg_steps=5, damping=0.5)
+    for task in learner.tasks(sine_batch(tasks=2)):
+        assert task.coupling is not None
+        wrt = [p for p in task.psi.values() if p.requires_grad]
+        assert any(n.startswith("shrinkage.") for n in task.psi)
+        pulled, whole = (torch.autograd.grad(learner.outer(t).surrogate, wrt)
+                         for t in (task, dataclasses.replace(task, coupling=None)))
+        for a, b in zip(pulled, whole):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
 class PeakMemory(TorchDispatchMode):

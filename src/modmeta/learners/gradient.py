@@ -175,10 +175,13 @@ class GradientLearner(Learner):
             pred = predicted(self.predict, theta, x, x_support, self.batchnorm)
             return losses.loss(pred, y), losses.metric(pred, y)
 
+        def coupling(theta: Params, p: Params) -> Params:  # the prior's pull, all of ∇_θ F that involves ψ
+            return self.objective(x_support, y_support, p).pull(theta)
+
         psi = self.psi()
         return Task(psi, frozenset(k for k in psi if k.startswith("model.")), self.start,
                     lambda theta, p: self.objective(x_support, y_support, p)(theta), adapt, evaluate,
-                    (x_support, y_support), (x_query, y_query))
+                    (x_support, y_support), (x_query, y_query), None if self.shrinkage is None else coupling)
 
     def tasks(self, batch: TaskBatch) -> list[Task]:
         """Each of the batch's episodes as its inner problem, one at a time: what an outer

@@ -15,10 +15,11 @@ al. 2019, "Meta-learning with implicit gradients"), and the last step is one mor
 the same linearisation: neither needs the inner steps, so memory does not grow with their number. Everything
 is ``torch.func`` on one task, so it runs under ``vmap``.
 
-The products ``Hu`` are reverse-over-reverse (``vjp`` of ``grad``, linearised once in ``(θ, ψ)``
-and reused by every CG step and by the last step; ``H`` is symmetric, so ``uᵀH = (Hu)ᵀ``). Each
-CG product also returns the ``ψ`` part, which is discarded: for a prior's penalty that part is
-cheap, and it saves running the support pass a second time for the last step. Forward-over-reverse
+The products ``Hu`` are reverse-over-reverse (``vjp`` of ``grad``, linearised once in ``θ`` and
+reused by every CG step; ``H`` is symmetric, so ``uᵀH = (Hu)ᵀ``). The last step is a ``vjp`` in
+``ψ`` alone at ``θ̂``: of the *coupling* ``∂F/∂θ``'s part that depends on ``ψ`` where the caller
+knows it (a prior's pull ``Λ (θ − φ)``: no network pass at all), else of the whole ``∇_θ F``
+(one more first-order support pass). Forward-over-reverse
 (``jvp(grad(F))``) would be cheaper but fails on ``F.mse_loss`` in torch 2.13 ("ZeroTensors are
 immutable", pytorch/pytorch#123996).
 
@@ -76,7 +77,8 @@ def conjugate_gradient(matvec: Callable[[Params], Params], b: Params, iterations
 
 
 def implicit_gradient(objective: Callable[[Params, Params], torch.Tensor], theta: Params, psi: Params,
-                      outer_grad: Params, iterations: int, damping: float = 0.0) -> Params:
+                      outer_grad: Params, iterations: int, damping: float = 0.0,
+                      coupling: Callable[[Params, Params], Params] | None = None) -> Params:
     """``dL/dψ`` at the inner solution ``theta = θ̂ = argmin_θ objective(θ, ψ)``.
 
     ``outer_grad`` is ``∇L(θ̂)`` (keys of ``theta``); the result has the keys of ``psi``.
@@ -86,19 +88,24 @@ def implicit_gradient(objective: Callable[[Params, Params], torch.Tensor], theta
     better conditioned (and definite where ``H`` is not quite), at the price of a bias, as the
     iMAML authors' code damps its CG system (for iMAML's ``(I + H_L/λ) u = ∇L``, adding
     ``r I`` there is ``δ = r λ`` here).
+
+    ``coupling(θ, ψ)``, when given, is the part of ``∇_θ objective`` that depends on ``ψ`` (by
+    name of ``θ``, for the entries it touches): the rest of the gradient must not depend on
+    ``ψ``. A prior's pull ``Λ (θ − φ)`` is one; the last step then differentiates it alone.
     """
     theta = {n: t.detach() for n, t in theta.items()}
     psi = {n: t.detach() for n, t in psi.items()}
-    # ∇_θ F linearised once in (θ, ψ): its vjp in θ is ``Hu`` for CG, in ψ the last step's
-    # ``∂_ψ ⟨∇_θ F, v⟩``, so the support pass is not run again for it.
-    _, pullback = vjp(grad(objective), theta, psi)
+    _, hessian = vjp(lambda th: grad(objective)(th, psi), theta)  # u ↦ Hu
 
     def matvec(u: Params) -> Params:
-        hu = pullback(u)[0]
+        hu = hessian(u)[0]
         return hu if not damping else {n: hu[n] + damping * u[n] for n in hu}
 
     v = conjugate_gradient(matvec, outer_grad, iterations)
-    return {n: -g for n, g in pullback(v)[1].items()}
+    # w ↦ ∂_ψ ⟨∇_θ F(θ̂, ψ), w⟩
+    mixed = (lambda ps: grad(objective)(theta, ps)) if coupling is None else (lambda ps: coupling(theta, ps))
+    part, cross = vjp(mixed, psi)
+    return {n: -g for n, g in cross({n: v[n] for n in part})[0].items()}
 
 
 def curvatures(objective: Callable[[Params], torch.Tensor], theta: Params, iterations: int = 30

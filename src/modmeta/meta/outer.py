@@ -45,6 +45,9 @@ class Task:
       ``θ_0(ψ)`` (inner gradients detached when ``first_order``).
     - ``evaluate(θ, x, y)``: ``(loss, metric)`` of parameters ``θ`` on data ``(x, y)``.
     - ``support``, ``query``: the task's data.
+    - ``coupling(θ, ψ)``, optional: the part of ``∇_θ F`` that depends on ``ψ`` (a prior's pull
+      ``Λ (θ − φ)``), when the rest of it does not; :func:`implicit` then differentiates only
+      it in ``ψ`` instead of ``∇_θ F`` whole.
     """
 
     psi: Params
@@ -55,6 +58,7 @@ class Task:
     evaluate: Callable[[Params, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
     support: Data
     query: Data
+    coupling: Callable[[Params, Params], Params] | None = None
 
     def detached(self, keys: frozenset[str] | None = None) -> Params:
         """``ψ`` with the entries in ``keys`` (all when ``None``) cut from the graph."""
@@ -134,8 +138,10 @@ class Implicit:
             outer_grad, (loss, metric) = grad(_with_value(task.evaluate), has_aux=True)(theta, *task.query)
             hyper = {}
             if wrt:
+                coupling = None if task.coupling is None else (lambda th, ps: task.coupling(th, {**fixed, **ps}))
                 hyper = implicit_gradient(lambda th, ps: task.objective(th, {**fixed, **ps}), theta,
-                                          {k: fixed[k] for k in wrt}, outer_grad, self.cg_steps, self.damping)
+                                          {k: fixed[k] for k in wrt}, outer_grad, self.cg_steps, self.damping,
+                                          coupling)
         return Outcome(_linear(task.psi, hyper) if wrt else loss.new_zeros(()), loss, metric, theta)
 
     def agreement(self, tasks: Iterable[Task]) -> dict[str, float]:
