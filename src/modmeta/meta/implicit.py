@@ -11,8 +11,8 @@ so the gradient of an outer loss ``L(θ̂)`` is
     dL/dψ = (dθ̂/dψ)ᵀ ∇L(θ̂) = −∂/∂ψ ⟨∇_θ F(θ̂, ψ), v⟩   with   v = H⁻¹ ∇L(θ̂).
 
 ``v`` is found by conjugate gradient on Hessian-vector products, as in iMAML (Rajeswaran et
-al. 2019, "Meta-learning with implicit gradients"), and the last step is one more product with
-the same linearisation: neither needs the inner steps, so memory does not grow with their number. Everything
+al. 2019, "Meta-learning with implicit gradients"), and the last step is one ``vjp`` in ``ψ``
+at ``θ̂`` (below): neither needs the inner steps, so memory does not grow with their number. Everything
 is ``torch.func`` on one task, so it runs under ``vmap``.
 
 The products ``Hu`` are reverse-over-reverse (``vjp`` of ``grad``, linearised once in ``θ`` and
@@ -102,9 +102,8 @@ def implicit_gradient(objective: Callable[[Params, Params], torch.Tensor], theta
         return hu if not damping else {n: hu[n] + damping * u[n] for n in hu}
 
     v = conjugate_gradient(matvec, outer_grad, iterations)
-    # w ↦ ∂_ψ ⟨∇_θ F(θ̂, ψ), w⟩
-    mixed = (lambda ps: grad(objective)(theta, ps)) if coupling is None else (lambda ps: coupling(theta, ps))
-    part, cross = vjp(mixed, psi)
+    mixed = grad(objective) if coupling is None else coupling
+    part, cross = vjp(lambda ps: mixed(theta, ps), psi)  # w ↦ ∂_ψ ⟨∇_θ F(θ̂, ψ), w⟩
     return {n: -g for n, g in cross({n: v[n] for n in part})[0].items()}
 
 
