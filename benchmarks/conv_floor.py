@@ -6,7 +6,8 @@ thread, this measures one meta-iteration three ways:
 
 - its floating-point operations, by kind (``torch.utils.flop_counter``: convolutions forward
   and backward, and the rest it counts);
-- its CPU time (median of ``--repeats`` iterations after a warm-up) and, in a profiled
+- its CPU time (median of ``--repeats`` rounds after a warm-up round, the rounds alternating
+  over all cases so that a slow phase of shared cores hits every case alike) and, in a profiled
   iteration, the share spent in convolution kernels (forward and backward) against everything
   else: batch norm, pooling, elementwise arithmetic, copies, dispatch;
 - the rate the convolutions run at, against this core's rate on a large matrix product
@@ -28,9 +29,11 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 
 import torch
+from torch import nn
 from torch.profiler import profile
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -39,7 +42,7 @@ from machine import cpu_name
 from speed_peers import stepper
 
 CONV_KERNELS = {"aten::mkldnn_convolution", "aten::convolution_backward", "aten::_slow_conv2d_forward",
-                "aten::_slow_conv2d_backward", "aten::thnn_conv2d"}
+                "aten::_slow_conv2d_backward"}
 
 
 def matmul_rate(size: int = 2048, repeats: int = 5) -> float:
@@ -54,17 +57,16 @@ def matmul_rate(size: int = 2048, repeats: int = 5) -> float:
     return 2 * size**3 / min(seconds) / 1e9
 
 
-def measure(library: str, model: str, order: str, repeats: int) -> dict:
-    """FLOPs, CPU seconds and the convolution kernels' share of one meta-iteration."""
-    step, module = stepper(library, model, order, "cpu")
+def cpu_seconds(step: Callable[[], None], module: nn.Module) -> float:
+    """CPU seconds of one meta-iteration."""
     module.zero_grad()
-    step()  # warm-up
-    seconds = []
-    for _ in range(repeats):
-        module.zero_grad()
-        t = time.process_time()
-        step()
-        seconds.append(time.process_time() - t)
+    t = time.process_time()
+    step()
+    return time.process_time() - t
+
+
+def analyse(step: Callable[[], None], module: nn.Module) -> dict:
+    """FLOPs of one meta-iteration, and the convolution kernels' share of a profiled one."""
     module.zero_grad()
     with FlopCounterMode(display=False) as counter:
         step()
@@ -76,9 +78,8 @@ def measure(library: str, model: str, order: str, repeats: int) -> dict:
     events = prof.key_averages()
     total = sum(e.self_cpu_time_total for e in events) / 1e6
     conv = sum(e.self_cpu_time_total for e in events if e.key in CONV_KERNELS) / 1e6
-    return {"seconds": statistics.median(seconds), "seconds_all": seconds, "flops": flops,
-            "conv_gflop": conv_flops / 1e9, "profiled_seconds": total, "conv_seconds_profiled": conv,
-            "conv_share": conv / total, "conv_gflop_per_s": conv_flops / 1e9 / conv}
+    return {"flops": flops, "conv_gflop": conv_flops / 1e9, "profiled_seconds": total,
+            "conv_seconds_profiled": conv, "conv_share": conv / total, "conv_gflop_per_s": conv_flops / 1e9 / conv}
 
 
 def main() -> None:
@@ -91,14 +92,20 @@ def main() -> None:
     torch.set_num_threads(1)
     started = datetime.now(timezone.utc)
     peak = matmul_rate()
+    steps = {f"{model}/{order}/{library}": stepper(library, model, order, "cpu")
+             for model in args.models for order in ("second", "first") for library in ("modmeta", "torchopt")}
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for r in range(args.repeats + 1):  # round 0 warms every case up
+        for name, (step, module) in steps.items():
+            t = cpu_seconds(step, module)
+            if r:
+                times[name].append(t)
     cases: dict[str, dict] = {}
-    for model in args.models:
-        for order in ("second", "first"):
-            for library in ("modmeta", "torchopt"):
-                cases[f"{model}/{order}/{library}"] = found = measure(library, model, order, args.repeats)
-                print(f"{model}/{order}/{library}: {found['seconds']:.3f} s, convolutions "
-                      f"{100 * found['conv_share']:.0f}% at {found['conv_gflop_per_s']:.0f} GFLOP/s "
-                      f"({found['conv_gflop']:.1f} GFLOP)", flush=True)
+    for name, (step, module) in steps.items():
+        cases[name] = found = {"seconds": statistics.median(times[name]), "seconds_all": times[name],
+                               **analyse(step, module)}
+        print(f"{name}: {found['seconds']:.3f} s, convolutions {100 * found['conv_share']:.0f}% at "
+              f"{found['conv_gflop_per_s']:.0f} GFLOP/s ({found['conv_gflop']:.1f} GFLOP)", flush=True)
     bounds = {}
     for model in args.models:
         ours, theirs = cases[f"{model}/second/modmeta"], cases[f"{model}/second/torchopt"]
