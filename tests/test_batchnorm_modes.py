@@ -161,3 +161,33 @@ def test_the_linear_head_fits_and_scores_with_support_statistics() -> None:
         state = learner.adapt(xs, ys)
         one_by_one = torch.cat([learner.predict(state, xq[i:i + 1], support=xs) for i in range(len(xq))])
         assert curve[t, 0] == mm.losses.metric(one_by_one, yq)
+
+
+@pytest.mark.parametrize("layout", [torch.channels_last, torch.contiguous_format])
+def test_the_fused_kernel_gives_the_same_values_and_derivatives_in_either_layout(layout) -> None:
+    """A channels-last batch goes through torch's kernel as a 2-D view (issue 12): its output
+    keeps the input's layout, and the output, gradient and second-order gradient are those of
+    the layer from mean and variance."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 4, 5, 6, generator=g, dtype=DT).contiguous(memory_format=layout).requires_grad_()
+    layer = mm.models.BatchNorm(4).to(DT)
+    with torch.no_grad():
+        layer.weight.copy_(torch.rand(4, generator=g, dtype=DT) + 0.5)
+        layer.bias.copy_(torch.randn(4, generator=g, dtype=DT))
+
+    def by_primitives(x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean((0, 2, 3), keepdim=True)
+        var = (x - mean).pow(2).mean((0, 2, 3), keepdim=True)
+        return (x - mean) / torch.sqrt(var + layer.eps) * layer.weight.view(1, 4, 1, 1) + layer.bias.view(1, 4, 1, 1)
+
+    results = []
+    for f in (layer, by_primitives):
+        y = f(x)
+        results.append(y)
+        first = torch.autograd.grad((y.sin() * y).sum(), [x, layer.weight], create_graph=True)
+        results += first
+        results += torch.autograd.grad(sum((d.cos() * d).sum() for d in first), [x, layer.weight])
+    assert layer(x).is_contiguous(memory_format=layout)
+    half = len(results) // 2
+    for ours, theirs in zip(results[:half], results[half:]):
+        torch.testing.assert_close(ours, theirs, rtol=1e-10, atol=1e-10)
