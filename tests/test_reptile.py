@@ -168,6 +168,44 @@ def test_a_meta_batch_carries_the_mean_of_its_tasks_final_states_in_the_loop_and
         torch.testing.assert_close(looped, torch.stack(each).mean(0))
 
 
+def test_a_sequential_carry_adapts_a_meta_batch_task_after_task_as_one_torch_adam() -> None:
+    """carry='sequential' (the authors' code): the tasks of one meta-batch adapt one after
+    another, each from the state the one before it ended in, the weights back at φ for each;
+    the carried state is then the last task's, and each task's adapted weights are the same
+    torch.optim.Adam's after that task, so the meta-gradient is their mean difference to φ."""
+    batch = linear_batch(tasks=3, shots=6)
+    learner = Reptile(linear_model(), inner=mm.adapt.adam(0.05, beta1=0.5, beta2=0.9, eps=1e-6, carry="sequential"),
+                      inner_steps=2)
+    assert learner.execution in ("loop", "channels_last")
+    reference = linear_model()
+    start = {n: p.detach().clone() for n, p in reference.named_parameters()}
+    opt = torch.optim.Adam(reference.parameters(), lr=0.05, betas=(0.5, 0.9), eps=1e-6)
+    adapted = []
+    for i in range(3):
+        with torch.no_grad():
+            for n, p in reference.named_parameters():
+                p.copy_(start[n])
+        adapted.append(torch_adam_steps(reference, opt, batch.x_support[i], batch.y_support[i], 2))
+    learner.meta_backward(batch)
+    carried = list(learner.carried.buffers())
+    torch.testing.assert_close(carried[-1], torch.tensor(6.0, dtype=DT))  # three tasks of two steps
+    for n, p in learner.model.named_parameters():
+        moved = torch.stack([a[n] for a in adapted]).mean(0) - start[n]
+        torch.testing.assert_close(-p.grad, moved, rtol=1e-10, atol=1e-12)
+    m, v = carried[0], carried[2]  # the weight's first and second moments (m and v of weight, bias)
+    torch.testing.assert_close(m, opt.state[reference.weight]["exp_avg"], rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(v, opt.state[reference.weight]["exp_avg_sq"], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("execution", ["vmap", "threads"])
+def test_a_sequential_carry_refuses_the_executions_that_run_tasks_side_by_side(execution: str) -> None:
+    with pytest.raises(ValueError, match="one after another"):
+        Reptile(linear_model(), inner=mm.adapt.adam(0.05, carry="sequential"), execution=execution)
+    with pytest.raises(ValueError, match="carry must be"):
+        mm.adapt.adam(0.05, carry="sideways")
+    assert "carry='sequential'" in mm.adapt.adam(carry="sequential").describe()
+
+
 def test_carrying_needs_a_state_and_a_learner_that_carries_it() -> None:
     with pytest.raises(ValueError, match="plain gradient descent has none"):
         mm.adapt.sgd(0.1, carry=True)

@@ -66,7 +66,7 @@ TASKS: dict[str, Entry] = {
 
 INNER: dict[str, Entry] = {
     "sgd": Entry(adapt.sgd, "gradient descent at rate lr (momentum; rates fixed, per_parameter or per_layer_per_step; anneal_to; carry with momentum)"),
-    "adam": Entry(adapt.adam, "Adam at rate lr (beta1, beta2, eps; beta1=0 is Reptile's; rates as sgd; carry: state runs on across tasks)"),
+    "adam": Entry(adapt.adam, "Adam at rate lr (beta1, beta2, eps; beta1=0 is Reptile's; rates as sgd; carry: state runs on across tasks, true for a meta-batch's mean, sequential task after task)"),
 }
 
 OUTER: dict[str, Entry] = {

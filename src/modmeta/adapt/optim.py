@@ -14,7 +14,9 @@ One inner step is ``θ_n ← θ_n − u_n`` with ``u`` what the chain makes of `
   cosine to that fraction of itself (:class:`Anneal`), so the inner loop ends settled;
 - either with ``carry=True``: each adaptation starts from the state the training adaptations
   before it ended in (Adam's moments and step count) rather than a fresh one, as Reptile's
-  authors run their inner Adam (:class:`CarriedState`).
+  authors run their inner Adam (:class:`CarriedState`): the mean of a meta-batch's final
+  states, or with ``carry="sequential"`` the tasks of a meta-batch one after another, each
+  from the state the one before it ended in, as the authors' code runs them.
 
 The state is explicit: ``init(params) -> state`` and ``update(grads, state, params) ->
 (new_params, state)``, plain tensors and a step counter, so the loop runs under
@@ -230,11 +232,13 @@ class CarriedState(nn.Module):
     one TensorFlow Adam: its second moments and step count run on from task to task, and
     evaluation starts from them and restores them afterwards. Adam's first step from a fresh
     state moves every coordinate by ``±α`` whatever its gradient's size; a carried ``v`` scales
-    each coordinate by the gradients it has seen across tasks. Here the tasks of a meta-batch
-    adapt side by side, so each starts from :meth:`state` and :meth:`store` then keeps the mean
-    over them of their final states (the authors run them one after another); evaluation only
-    reads. ``template`` is a fresh state of the transforms (their part of
-    :meth:`InnerOptimizer.init`), whose structure and first values it keeps."""
+    each coordinate by the gradients it has seen across tasks. By default (``carry=True``) the
+    tasks of a meta-batch adapt side by side, so each starts from :meth:`state` and
+    :meth:`store` then keeps the mean over them of their final states; with
+    ``carry="sequential"`` they adapt one after another as the authors run them, each from the
+    state the one before it ended in (:meth:`keep`). Evaluation only reads. ``template`` is a
+    fresh state of the transforms (their part of :meth:`InnerOptimizer.init`), whose structure
+    and first values it keeps."""
 
     def __init__(self, template: tuple[Any, ...]) -> None:
         super().__init__()
@@ -261,6 +265,16 @@ class CarriedState(nn.Module):
             raise ValueError(f"a carried state has {len(buffers)} tensors, got {len(leaves)}")
         for buffer, leaf in zip(buffers, leaves):
             buffer.copy_(leaf.mean(0))
+
+    @torch.no_grad()
+    def keep(self, leaves: Sequence[torch.Tensor]) -> None:
+        """Keep one adaptation's final state (``leaves`` as :meth:`leaves` gives them, no task
+        axis): where the next adaptation of a sequential carry starts."""
+        buffers = list(self.buffers())
+        if len(leaves) != len(buffers):
+            raise ValueError(f"a carried state has {len(buffers)} tensors, got {len(leaves)}")
+        for buffer, leaf in zip(buffers, leaves):
+            buffer.copy_(leaf)
 
 
 def _key(name: str) -> str:
@@ -341,24 +355,35 @@ class InnerRates(nn.Module, Transform):
         return self.describe()
 
 
+Carry = bool | Literal["mean", "sequential"]
+"""How adaptations share an inner optimizer's state: ``False`` (each starts fresh), ``True`` or
+``"mean"`` (a meta-batch's tasks start from the carried state side by side, which becomes the
+mean of their final states), ``"sequential"`` (they run one after another, each from the state
+the one before it ended in)."""
+
+
 class InnerOptimizer:
     """A chain of transforms ending in the inner rates: ``θ ← θ − u``.
 
     The rates are the chain's only ``nn.Module`` (learned rates are parameters): a learner
     registers them as its submodule ``rates``, so they are meta-learned, saved and moved
-    with everything else. ``carry=True``: adaptations start from a carried state rather than
-    a fresh one (:class:`CarriedState`, which the learner creates by :meth:`carried` and
-    registers as its submodule ``carried``)."""
+    with everything else. ``carry`` (see :data:`Carry`): adaptations start from a carried
+    state rather than a fresh one (:class:`CarriedState`, which the learner creates by
+    :meth:`carried` and registers as its submodule ``carried``); ``carry_order`` then says how
+    a meta-batch's tasks share it, ``"mean"`` or ``"sequential"``."""
 
-    def __init__(self, *transforms: Transform, name: str = "chain", carry: bool = False) -> None:
+    def __init__(self, *transforms: Transform, name: str = "chain", carry: Carry = False) -> None:
         if not transforms or not isinstance(transforms[-1], InnerRates):
             raise ValueError("an inner optimizer's chain ends in its rates (an InnerRates, e.g. learned_rates(...))")
+        if not isinstance(carry, bool) and carry not in ("mean", "sequential"):
+            raise ValueError(f"carry must be true, false, 'mean' or 'sequential', got {carry!r}")
         if carry and not any(t.stateful for t in transforms):
-            raise ValueError("carry=True needs a stage with a state to carry (Adam, or momentum); "
+            raise ValueError(f"carry={carry!r} needs a stage with a state to carry (Adam, or momentum); "
                              "plain gradient descent has none")
         self.transforms = tuple(transforms)
         self.name = name
         self.carry = bool(carry)
+        self.carry_order: Literal["mean", "sequential"] = "sequential" if carry == "sequential" else "mean"
 
     @property
     def rates(self) -> InnerRates:
@@ -396,7 +421,7 @@ class InnerOptimizer:
         """A short text such as ``sgd(lr=0.4)``, for messages (what to lower on divergence)."""
         stages = [f"{type(t).__name__}({t.describe()})" for t in self.transforms[:-1]]
         rates = f"lr={self.rates.lr:g}" + ("" if self.rates.mode == "fixed" else f", rates={self.rates.mode}")
-        carried = ["carry=True"] if self.carry else []
+        carried = [] if not self.carry else ["carry='sequential'" if self.carry_order == "sequential" else "carry=True"]
         if self.name == "chain":
             return f"chain({', '.join([*stages, rates, *carried])})"
         annealed = [t.describe() for t in self.transforms if isinstance(t, Anneal)]
@@ -419,21 +444,23 @@ def _annealed(anneal_to: float) -> list[Transform]:
 
 
 def sgd(lr: float = 0.1, momentum: float = 0.0, nesterov: bool = False, rates: Mode = "fixed",
-        anneal_to: float = 1.0, carry: bool = False) -> InnerOptimizer:
+        anneal_to: float = 1.0, carry: Carry = False) -> InnerOptimizer:
     """Gradient descent at rate ``lr`` (learned from there unless ``rates="fixed"``), with
     heavy-ball ``momentum`` if it is not 0; ``anneal_to < 1`` anneals the rate over the inner
-    steps to that fraction of itself (:class:`Anneal`); ``carry=True`` starts each adaptation
-    from the momentum the training adaptations before it ended with (:class:`CarriedState`)."""
+    steps to that fraction of itself (:class:`Anneal`); ``carry=True`` (or ``"sequential"``,
+    :data:`Carry`) starts each adaptation from the momentum the training adaptations before it
+    ended with (:class:`CarriedState`)."""
     stages = [Momentum(momentum, nesterov)] if momentum else []
     return InnerOptimizer(*stages, *_annealed(anneal_to), InnerRates(rates, lr), name="sgd", carry=carry)
 
 
 def adam(lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
-         rates: Mode = "fixed", anneal_to: float = 1.0, carry: bool = False) -> InnerOptimizer:
+         rates: Mode = "fixed", anneal_to: float = 1.0, carry: Carry = False) -> InnerOptimizer:
     """Adam at rate ``lr`` (learned from there unless ``rates="fixed"``); ``beta1=0`` is
     Reptile's; ``anneal_to`` as in :func:`sgd`; ``carry=True`` starts each adaptation from
     the moments and step count the training adaptations before it ended with, as Reptile's
-    authors run it (:class:`CarriedState`)."""
+    authors run it (:class:`CarriedState`), and ``carry="sequential"`` runs a meta-batch's
+    tasks one after another through that state, as their code does (:data:`Carry`)."""
     return InnerOptimizer(ScaleByAdam(beta1, beta2, eps), *_annealed(anneal_to), InnerRates(rates, lr), name="adam",
                           carry=carry)
 

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from modmeta import losses
+from modmeta import distributed, losses
 from modmeta.adapt.minibatch import minibatches
 from modmeta.adapt.optim import InnerOptimizer, State, descend, sgd
 from modmeta.adapt.proximal import proximal
@@ -34,7 +34,7 @@ from modmeta.adapt.shrinkage import Shrinkage
 from modmeta.learners.base import Learner
 from modmeta.meta import aggregate as aggregation
 from modmeta.meta.aggregate import Aggregation
-from modmeta.meta.execution import Choice, Execution, map_tasks
+from modmeta.meta.execution import Choice, Execution, Run, map_tasks
 from modmeta.meta.outer import OuterUpdate, Task, exact
 from modmeta.models.batchnorm import Statistics, check_statistics, normalised, predicted
 from modmeta.models.functional import Params, forward, parameters
@@ -58,7 +58,9 @@ class GradientLearner(Learner):
     submodule ``shrinkage`` (``σ`` per module), which makes the inner objective MAP under
     ``N(φ, diag(1/Λ))``. An ``inner`` with ``carry=True`` gets the submodule ``carried``
     (:class:`modmeta.adapt.optim.CarriedState`): every adaptation starts from it, and each
-    :meth:`meta_backward` replaces it by the mean of its tasks' final states. ``inner_batch``
+    :meth:`meta_backward` replaces it by the mean of its tasks' final states, or with
+    ``carry="sequential"`` adapts the tasks one after another, each from the state the one
+    before it ended in (the looped executions only). ``inner_batch
     rows of the support set per inner step (:mod:`modmeta.adapt.minibatch`; ``None``: all of
     them, every step). ``adapt_only`` lists parameter-name
     prefixes that adapt (``None``: all of them). ``execution`` chooses how tasks are batched
@@ -104,7 +106,9 @@ class GradientLearner(Learner):
         self.shrinkage = None if prior is None else copy.deepcopy(prior).bind(params)
         self.outer = exact() if outer is None else outer
         self.aggregate = aggregation.mean() if aggregate is None else aggregate
-        self.choice = Choice(execution, self.model)
+        self.sequential = self.carried is not None and self.inner.carry_order == "sequential"
+        self.choice = Choice(execution, self.model, exclude=("vmap", "threads") if self.sequential else (),
+                             why="carry='sequential' adapts a meta-batch's tasks one after another")
 
     def check(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """Before ``torch.func`` runs the model on a task (``x``, ``y``: one task's support set):
@@ -210,18 +214,39 @@ class GradientLearner(Learner):
 
     def meta_backward(self, batch: TaskBatch) -> dict[str, float]:
         """The aggregated meta-gradient of the batch's tasks into ``.grad`` (and, with a carried
-        inner state, the mean of the tasks' final states into it)."""
+        inner state, the mean of the tasks' final states into it, or with a sequential carry
+        the last task's, each task having started from the one before)."""
         self.check(batch.x_support[0], batch.y_support[0])
+        if self.sequential and distributed.rank_and_world()[1] > 1:
+            raise ValueError("carry='sequential' runs a meta-batch's tasks one after another, which "
+                             "processes sharing the tasks cannot: use carry=True with distributed training")
+
+        pending: list[list[torch.Tensor]] = []  # a sequential carry: the last task's final state
 
         def task_fn(xs: torch.Tensor, ys: torch.Tensor, xq: torch.Tensor, yq: torch.Tensor
                     ) -> tuple[torch.Tensor, ...]:
+            if pending:  # this task starts where the one before it ended (its backward is done)
+                self.carried.keep(pending.pop())
             final: list[State] = []
             outcome = self.outer(self.task(xs, ys, xq, yq, final))
             ends = self.carried.leaves(final[-1]) if self.carried is not None and final else []
+            if self.sequential and ends:
+                pending.append(ends)
+                ends = []
             return outcome.surrogate, outcome.loss, outcome.metric, *ends
 
-        (task_losses, metrics, *ends), stats = self.choice.run(lambda execution: aggregation.backward(
-            task_fn, batch.tensors(), execution, dict(self.named_parameters()), self.aggregate), self.parameters())
+        start = [b.clone() for b in self.carried.buffers()] if self.sequential else None
+
+        def step(execution: Run) -> tuple[tuple[torch.Tensor, ...], dict[str, float]]:
+            if start is not None:  # every try of "auto" starts the sequence from the same state
+                pending.clear()
+                self.carried.keep(start)
+            return aggregation.backward(task_fn, batch.tensors(), execution, dict(self.named_parameters()),
+                                        self.aggregate)
+
+        (task_losses, metrics, *ends), stats = self.choice.run(step, self.parameters())
+        if pending:
+            self.carried.keep(pending.pop())
         if ends:
             self.carried.store(ends)
         return {"loss": task_losses.mean().item(), "metric": metrics.mean().item(), **stats}

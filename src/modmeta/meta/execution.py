@@ -44,7 +44,7 @@ from __future__ import annotations
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import Any, Literal, TypeVar
 
 import torch
@@ -94,10 +94,17 @@ class Choice:
     ``.view`` of a channels-last feature map, memory it cannot have) is dropped with a warning
     and the step runs again with the next one; the plain loop, the last resort, is never dropped."""
 
-    def __init__(self, execution: Execution, model: nn.Module) -> None:
+    def __init__(self, execution: Execution, model: nn.Module, exclude: Collection[str] = (),
+                 why: str = "") -> None:
+        """``exclude``: executions this learner cannot run (``why`` says why, for the error
+        when one is asked for by name); ``"auto"`` chooses among the rest."""
+        if execution in exclude:
+            raise ValueError(f"execution={execution!r} cannot run this learner{': ' + why if why else ''}; "
+                             f"use one of {', '.join(repr(e) for e in EXECUTIONS if e not in exclude)}")
         self.auto = execution == "auto"
-        self.current = resolve(execution, model)
-        others = candidates(model)[1:]
+        allowed = [e for e in candidates(model) if e not in exclude] or ["loop"]
+        self.current = allowed[0] if self.auto else resolve(execution, model)
+        others = allowed[1:]
         # (execution, timed) for each meta-iteration before the choice is made
         self._plan = ([(self.current, False), *((e, True) for e in others), (self.current, True)]
                       if self.auto and others else [])
