@@ -260,11 +260,7 @@ class CarriedState(nn.Module):
     def store(self, leaves: Sequence[torch.Tensor]) -> None:
         """Keep the mean over tasks of their final states: ``leaves`` as :meth:`leaves` gives
         them, each stacked on a leading task axis."""
-        buffers = list(self.buffers())
-        if len(leaves) != len(buffers):
-            raise ValueError(f"a carried state has {len(buffers)} tensors, got {len(leaves)}")
-        for buffer, leaf in zip(buffers, leaves):
-            buffer.copy_(leaf.mean(0))
+        self.keep([leaf.mean(0) for leaf in leaves])
 
     @torch.no_grad()
     def keep(self, leaves: Sequence[torch.Tensor]) -> None:

@@ -60,7 +60,7 @@ class GradientLearner(Learner):
     (:class:`modmeta.adapt.optim.CarriedState`): every adaptation starts from it, and each
     :meth:`meta_backward` replaces it by the mean of its tasks' final states, or with
     ``carry="sequential"`` adapts the tasks one after another, each from the state the one
-    before it ended in (the looped executions only). ``inner_batch
+    before it ended in (the looped executions only). ``inner_batch``
     rows of the support set per inner step (:mod:`modmeta.adapt.minibatch`; ``None``: all of
     them, every step). ``adapt_only`` lists parameter-name
     prefixes that adapt (``None``: all of them). ``execution`` chooses how tasks are batched
