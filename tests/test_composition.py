@@ -66,7 +66,8 @@ def test_adam_steps_equal_torch_optim_adam(beta1):
 
 def test_adam_without_autograd_updates_all_tensors_at_once_with_the_same_arithmetic(monkeypatch):
     """Under no_grad Adam runs torch._foreach_* kernels on all tensors at once; the result is
-    the per-tensor form's, bit for bit, and the per-tensor form is what vmap and autograd see."""
+    the per-tensor form's, bit for bit, and the per-tensor form is what vmap and autograd see.
+    (An annealed rate: at a fixed one the whole step is one fused kernel, the next test.)"""
     g = torch.Generator().manual_seed(2)
     shapes = [(4, 3), (3,), (2, 2, 3)]
     grads = [[torch.randn(s, generator=g) for s in shapes] for _ in range(4)]
@@ -78,7 +79,7 @@ def test_adam_without_autograd_updates_all_tensors_at_once_with_the_same_arithme
         assert not torch.func.vmap(lambda x: torch.tensor(optim._plain([x])))(torch.ones(3, 2)).any()
 
     def run() -> list[dict[str, torch.Tensor]]:
-        opt = mm.adapt.adam(lr=0.01, beta1=0.5, beta2=0.9).bind({str(i): p for i, p in enumerate(start)}, 4)
+        opt = mm.adapt.adam(lr=0.01, beta1=0.5, beta2=0.9, anneal_to=0.5).bind({str(i): p for i, p in enumerate(start)}, 4)
         params = {str(i): p.clone() for i, p in enumerate(start)}
         state, out = opt.init(params), []
         with torch.no_grad():
@@ -95,6 +96,48 @@ def test_adam_without_autograd_updates_all_tensors_at_once_with_the_same_arithme
     monkeypatch.setattr(optim, "_plain", lambda *groups: False)
     for a, b in zip(fast, run()):
         assert all(torch.equal(a[n], b[n]) for n in a)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_adam_at_a_fixed_rate_without_autograd_is_one_fused_kernel_with_the_same_numbers(monkeypatch, dtype):
+    """Reptile's inner Adam (fixed rate, nothing differentiated) steps with torch._fused_adam_:
+    the per-tensor form's numbers to rounding, whatever the layouts of the parameters (a
+    channels-last convolution weight), their gradients and the carried moments; the parameters
+    keep their layout, and the caller's tensors are not written."""
+    g = torch.Generator().manual_seed(3)
+    shapes = [(6, 3, 3, 3), (6,), (4, 6)]
+    start = [torch.randn(s, generator=g, dtype=dtype) for s in shapes]
+    start[0] = start[0].contiguous(memory_format=torch.channels_last)
+    grads = [[torch.randn(s, generator=g, dtype=dtype) for s in shapes] for _ in range(4)]  # NCHW: not the weight's
+    grads[1][1][2] = 0.0
+    grads[2][0] = grads[2][0].contiguous(memory_format=torch.channels_last)
+    _, (fresh, *others) = mm.adapt.adam(beta1=0.0).init({str(i): p.contiguous() for i, p in enumerate(start)})
+    moments = [{n: torch.rand(x.shape, generator=g, dtype=dtype) for n, x in fresh[k].items()} for k in (0, 1)]
+    carried = (3, ((*moments, torch.tensor(3.0, dtype=fresh[2].dtype)), *others))  # contiguous moments
+    given = [*start, *moments[0].values(), *moments[1].values()]
+    kept = [t.clone() for t in given]
+
+    def run() -> list[dict[str, torch.Tensor]]:
+        opt = mm.adapt.adam(lr=0.01, beta1=0.0, beta2=0.99).bind({str(i): p for i, p in enumerate(start)}, 4)
+        params, state, out = {str(i): p for i, p in enumerate(start)}, carried, []
+        with torch.no_grad():
+            for step in grads:
+                params, state = opt.update({str(i): x for i, x in enumerate(step)}, state, params)
+                out.append(params)
+        return out
+
+    calls = []
+    fused = optim.ScaleByAdam.step_fused
+    monkeypatch.setattr(optim.ScaleByAdam, "step_fused", lambda *a: calls.append(1) or fused(*a))
+    fast = run()
+    assert len(calls) == 4
+    assert fast[-1]["0"].is_contiguous(memory_format=torch.channels_last)
+    assert all(torch.equal(a, b) for a, b in zip(kept, given))
+    monkeypatch.setattr(optim, "_plain", lambda *groups: False)
+    tolerance = {"rtol": 1e-12, "atol": 1e-15} if dtype == torch.float64 else {"rtol": 1e-5, "atol": 1e-7}
+    for a, b in zip(fast, run()):
+        for n in a:
+            torch.testing.assert_close(a[n], b[n], **tolerance)
 
 
 def test_an_inner_gradient_without_autograd_is_torch_func_grads_to_the_bit_and_unused_tensors_get_zeros():
