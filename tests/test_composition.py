@@ -79,7 +79,8 @@ def test_adam_without_autograd_updates_all_tensors_at_once_with_the_same_arithme
         assert not torch.func.vmap(lambda x: torch.tensor(optim._plain([x])))(torch.ones(3, 2)).any()
 
     def run() -> list[dict[str, torch.Tensor]]:
-        opt = mm.adapt.adam(lr=0.01, beta1=0.5, beta2=0.9, anneal_to=0.5).bind({str(i): p for i, p in enumerate(start)}, 4)
+        opt = mm.adapt.adam(lr=0.01, beta1=0.5, beta2=0.9, anneal_to=0.5)
+        opt.bind({str(i): p for i, p in enumerate(start)}, 4)
         params = {str(i): p.clone() for i, p in enumerate(start)}
         state, out = opt.init(params), []
         with torch.no_grad():

@@ -226,7 +226,8 @@ class ScaleByAdam(Transform):
         # The kernel writes in place and reads the four tensors of a parameter through the
         # parameter's strides: copies, and the gradients, laid out as the parameters.
         theta, m, v = (_copies_like(p, [d[n] for n in names]) for d in (params, m0, v0))
-        g = [x if x.stride() == q.stride() else torch.empty_like(q).copy_(x) for q, x in zip(p, (grads[n] for n in names))]
+        g = [x if x.stride() == q.stride() else torch.empty_like(q).copy_(x)
+             for q, x in zip(p, (grads[n] for n in names))]
         t = t0 + 1
         torch._fused_adam_(theta, g, m, v, [], [t] * len(names), lr=lr, beta1=self.beta1, beta2=self.beta2,
                            weight_decay=0.0, eps=self.eps, amsgrad=False, maximize=False)
