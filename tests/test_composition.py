@@ -79,24 +79,35 @@ def test_adam_without_autograd_updates_all_tensors_at_once_with_the_same_arithme
         assert not torch.func.vmap(lambda x: torch.tensor(optim._plain([x])))(torch.ones(3, 2)).any()
 
     def run() -> list[dict[str, torch.Tensor]]:
-        opt = mm.adapt.adam(lr=0.01, beta1=0.5, beta2=0.9, anneal_to=0.5)
-        opt.bind({str(i): p for i, p in enumerate(start)}, 4)
-        params = {str(i): p.clone() for i, p in enumerate(start)}
-        state, out = opt.init(params), []
-        with torch.no_grad():
-            for step in grads:
-                params, state = opt.update({str(i): x for i, x in enumerate(step)}, state, params)
-                out.append(params)
-        return out
+        return steps_without_autograd(mm.adapt.adam(lr=0.01, beta1=0.5, beta2=0.9, anneal_to=0.5), start, grads)
 
-    calls = []
-    together = optim.ScaleByAdam._update_together
-    monkeypatch.setattr(optim.ScaleByAdam, "_update_together", lambda *a: calls.append(1) or together(*a))
+    calls = counted(monkeypatch, optim.ScaleByAdam, "_update_together")
     fast = run()
     assert len(calls) == 4
     monkeypatch.setattr(optim, "_plain", lambda *groups: False)
     for a, b in zip(fast, run()):
         assert all(torch.equal(a[n], b[n]) for n in a)
+
+
+def steps_without_autograd(opt: optim.InnerOptimizer, start: list[torch.Tensor], grads: list[list[torch.Tensor]],
+                           state: optim.State | None = None) -> list[dict[str, torch.Tensor]]:
+    """The parameters after each step of ``opt`` from ``start`` (named "0", "1", ...) on
+    ``grads``, under ``torch.no_grad``, from ``state`` or a fresh one."""
+    params = {str(i): p for i, p in enumerate(start)}
+    opt.bind(params, len(grads))
+    state, out = opt.init(params) if state is None else state, []
+    with torch.no_grad():
+        for step in grads:
+            params, state = opt.update({str(i): x for i, x in enumerate(step)}, state, params)
+            out.append(params)
+    return out
+
+
+def counted(monkeypatch: pytest.MonkeyPatch, owner: type, name: str) -> list[int]:
+    """A list that grows by one at each call of ``owner.name`` (patched for the test)."""
+    calls, original = [], getattr(owner, name)
+    monkeypatch.setattr(owner, name, lambda *a: calls.append(1) or original(*a))
+    return calls
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
@@ -119,17 +130,9 @@ def test_adam_at_a_fixed_rate_without_autograd_is_one_fused_kernel_with_the_same
     kept = [t.clone() for t in given]
 
     def run() -> list[dict[str, torch.Tensor]]:
-        opt = mm.adapt.adam(lr=0.01, beta1=0.0, beta2=0.99).bind({str(i): p for i, p in enumerate(start)}, 4)
-        params, state, out = {str(i): p for i, p in enumerate(start)}, carried, []
-        with torch.no_grad():
-            for step in grads:
-                params, state = opt.update({str(i): x for i, x in enumerate(step)}, state, params)
-                out.append(params)
-        return out
+        return steps_without_autograd(mm.adapt.adam(lr=0.01, beta1=0.0, beta2=0.99), start, grads, carried)
 
-    calls = []
-    fused = optim.ScaleByAdam.step_fused
-    monkeypatch.setattr(optim.ScaleByAdam, "step_fused", lambda *a: calls.append(1) or fused(*a))
+    calls = counted(monkeypatch, optim.ScaleByAdam, "step_fused")
     fast = run()
     assert len(calls) == 4
     assert fast[-1]["0"].is_contiguous(memory_format=torch.channels_last)
