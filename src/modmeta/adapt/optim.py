@@ -451,7 +451,7 @@ class InnerOptimizer:
         """Whether :meth:`update` can be one fused Adam kernel: the chain is Adam at a fixed rate,
         nothing is differentiated, and every tensor is a dense float32 or float64 tensor of one
         layout, as ``torch._fused_adam_`` needs."""
-        if not (len(self.transforms) == 2 and isinstance(self.transforms[0], ScaleByAdam)
+        if not (params and len(self.transforms) == 2 and isinstance(self.transforms[0], ScaleByAdam)
                 and self.rates.mode == "fixed"):
             return False
         m0, v0, _ = states[0]
