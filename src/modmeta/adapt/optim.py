@@ -147,9 +147,12 @@ def _dense(x: torch.Tensor) -> bool:
     return x.is_contiguous() or (x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last))
 
 
-def _copies_like(params: list[torch.Tensor], xs: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Copies of ``xs`` with the strides of ``params``."""
-    return [x.clone() if x.stride() == p.stride() else torch.empty_like(p).copy_(x) for p, x in zip(params, xs)]
+def _laid_out_as(p: torch.Tensor, x: torch.Tensor, copy: bool = False) -> torch.Tensor:
+    """``x`` with the strides of ``p``: ``x`` itself (a clone if ``copy``) where they are already
+    its strides, else a copy laid out as ``p``."""
+    if x.stride() != p.stride():
+        return torch.empty_like(p).copy_(x)
+    return x.clone() if copy else x
 
 
 def _sqrt(v: torch.Tensor) -> torch.Tensor:
@@ -225,9 +228,8 @@ class ScaleByAdam(Transform):
         p = [params[n] for n in names]
         # The kernel writes in place and reads the four tensors of a parameter through the
         # parameter's strides: copies, and the gradients, laid out as the parameters.
-        theta, m, v = (_copies_like(p, [d[n] for n in names]) for d in (params, m0, v0))
-        g = [x if x.stride() == q.stride() else torch.empty_like(q).copy_(x)
-             for q, x in zip(p, (grads[n] for n in names))]
+        theta, m, v = ([_laid_out_as(q, d[n], copy=True) for q, n in zip(p, names)] for d in (params, m0, v0))
+        g = [_laid_out_as(q, grads[n]) for q, n in zip(p, names)]
         t = t0 + 1
         torch._fused_adam_(theta, g, m, v, [], [t] * len(names), lr=lr, beta1=self.beta1, beta2=self.beta2,
                            weight_decay=0.0, eps=self.eps, amsgrad=False, maximize=False)
@@ -449,8 +451,9 @@ class InnerOptimizer:
 
     def _fused(self, grads: Params, states: tuple[Any, ...], params: Params) -> bool:
         """Whether :meth:`update` can be one fused Adam kernel: the chain is Adam at a fixed rate,
-        nothing is differentiated, and every tensor is a dense float32 or float64 tensor of one
-        layout, as ``torch._fused_adam_`` needs."""
+        nothing is differentiated, every tensor is float32 or float64 on one CPU or CUDA device,
+        and the parameters are dense (contiguous or channels-last), so that the gradients and
+        moments can be laid out as they are (:meth:`ScaleByAdam.step_fused`)."""
         if not (params and len(self.transforms) == 2 and isinstance(self.transforms[0], ScaleByAdam)
                 and self.rates.mode == "fixed"):
             return False
