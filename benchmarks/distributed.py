@@ -55,13 +55,10 @@ def seconds_per_iteration(iterations: int, in_group: bool) -> float:
 
 def group_worker(iterations: int, out: str) -> None:
     """One process of the ``2x1`` setting; rank 0 writes the time to ``out``."""
-    distributed.init(torch.device("cpu"))
-    try:
+    with distributed.joined(torch.device("cpu")):
         seconds = seconds_per_iteration(iterations, in_group=True)
         if distributed.environment().rank == 0:
             Path(out).write_text(json.dumps(seconds))
-    finally:
-        torch.distributed.destroy_process_group()
 
 
 def run_case(case: str, iterations: int, out: str) -> None:

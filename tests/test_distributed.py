@@ -81,8 +81,7 @@ def group(folder: Path) -> None:
     """One process of the spawned group: train every case, resume the single-process run in
     ``folder/resumed``, try a learner that cannot split; each rank saves what it ends with."""
     rank = distributed.environment().rank
-    distributed.init(torch.device("cpu"))
-    try:
+    with distributed.joined(torch.device("cpu")):
         for name in cases(folder):
             fitted = trainer(folder, name, folder / name, in_group=True).fit(ITERATIONS)
             torch.save(fitted.learner.state_dict(), folder / f"{name}-{rank}.pt")
@@ -94,8 +93,6 @@ def group(folder: Path) -> None:
                        distributed=True).fit(1)
         except TypeError as e:
             (folder / f"refused-{rank}.txt").write_text(str(e))
-    finally:
-        torch.distributed.destroy_process_group()
 
 
 @pytest.fixture(scope="module")
@@ -170,6 +167,27 @@ def test_distributed_needs_a_process_group_and_a_task_per_process() -> None:
         mm.Trainer(learner, tasks, distributed=True)
     config_file = Path(__file__).parents[1] / "configs" / "sinusoid-maml.yaml"
     assert main(["train", str(config_file), "--out", "unused", "--nproc", "0"]) == 1
+
+
+def leave_or_fail(failing_rank: int) -> None:
+    """A spawned process: join the group, all-reduce once, and leave; ``failing_rank`` raises
+    inside the group instead (-1: none does)."""
+    with distributed.joined(torch.device("cpu")):
+        torch.distributed.all_reduce(torch.ones(3))
+        if distributed.environment().rank == failing_rank:
+            raise RuntimeError("rank gave up")
+
+
+@pytest.mark.parametrize("failing", [0, 1])
+def test_the_error_a_rank_raises_inside_the_group_is_reported_not_the_closed_connection_after_it(failing: int) -> None:
+    started = time.monotonic()
+    with pytest.raises(distributed.WorkerFailed, match=f"process {failing} of 2 failed: RuntimeError: rank gave up"):
+        distributed.launch(leave_or_fail, 2, failing)  # the other rank waits at the barrier for it, then fails
+    assert time.monotonic() - started < 30
+
+
+def test_ranks_leave_the_group_together() -> None:
+    distributed.launch(leave_or_fail, 2, -1)
 
 
 def test_killed_process_stops_the_run_which_resumes_with_one_process(tmp_path: Path) -> None:

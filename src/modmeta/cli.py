@@ -209,16 +209,13 @@ def _train_distributed(args: argparse.Namespace, cfg: config.Config, place: dist
     device = config.resolve_device(cfg.device)
     if device.type == "cuda":
         device = torch.device("cuda", place.local_rank)
-    distributed.init(device)
-    try:
+    with distributed.joined(device):
         run = config.build(cfg)
         run.learner.to(device)
         if place.rank == 0:
             return _train_here(args, cfg, run, in_group=True)
         config.trainer(run, args.out, progress=False, distributed=True).fit(cfg.train.iterations, resume=args.resume)
         return 0
-    finally:
-        torch.distributed.destroy_process_group()
 
 
 def _train_here(args: argparse.Namespace, cfg: config.Config, run: config.Run, in_group: bool) -> int:

@@ -19,8 +19,8 @@ resumes with any number of processes. The splitting is active only inside
 :func:`averaging` do nothing, so evaluation and single-process training are unchanged.
 
 Processes are torch's own: under ``torchrun`` the environment (``RANK``, ``WORLD_SIZE``,
-``MASTER_ADDR``, ``MASTER_PORT``, ``LOCAL_RANK``) says who is who and :func:`init` joins the
-process group (gloo on CPUs, NCCL on GPUs, one GPU per process: ``LOCAL_RANK``); on one
+``MASTER_ADDR``, ``MASTER_PORT``, ``LOCAL_RANK``) says who is who and :func:`joined` (or :func:`init`)
+joins the process group (gloo on CPUs, NCCL on GPUs, one GPU per process: ``LOCAL_RANK``); on one
 machine :func:`launch` starts the processes itself with that same environment.
 """
 
@@ -33,6 +33,7 @@ import signal
 import socket
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -49,6 +50,7 @@ import torch.multiprocessing as mp
 # A collective waits this long for the other ranks (rank 0 validating and checkpointing
 # meanwhile) before it fails; a rank that dies is noticed sooner, by its launcher.
 TIMEOUT = timedelta(minutes=30)
+GRACE = 5.0  # seconds :func:`launch` gives the other processes to end after one failed
 
 
 class WorkerFailed(RuntimeError):
@@ -98,6 +100,25 @@ def init(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=TIMEOUT)
+
+
+@contextmanager
+def joined(device: torch.device) -> Iterator[None]:
+    """Be one rank of torchrun's process group for the block: :func:`init` on entry, and on
+    leaving the group destroyed. A block that ends normally first waits for every rank
+    (a barrier), so no rank tears its connections down while another still uses them (gloo
+    can then abort the other process); a block that raises leaves at once, since a barrier
+    would wait for a rank that may be gone, and marks the error with when it was raised
+    (``raised_ns``, for :func:`launch` to tell it from the errors it causes in the others)."""
+    init(device)
+    try:
+        yield
+    except BaseException as e:
+        e.raised_ns = time.monotonic_ns()  # before leaving: the others' errors follow from the leaving
+        dist.destroy_process_group()
+        raise
+    dist.barrier()
+    dist.destroy_process_group()
 
 
 def rank_and_world() -> tuple[int, int]:
@@ -230,8 +251,11 @@ def launch(worker: Callable[..., Any], nproc: int, *args: Any) -> None:
 
     The processes are started the way :mod:`torch.multiprocessing` does ("spawn": a fresh
     interpreter each, safe with threads and GPUs) and watched: when one fails or is killed,
-    the others are killed at once (no rank waits on a collective that cannot complete) and
-    :class:`WorkerFailed` names it and its error in one line.
+    the others get :data:`GRACE` seconds to end (a rank waiting on a collective with the
+    failed one fails at once), then are killed (no rank waits on a collective that cannot
+    complete), and :class:`WorkerFailed` names the cause in one line: a process killed by a
+    signal, else the error raised first (the others' errors, a closed connection, follow
+    from it).
     """
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -246,6 +270,7 @@ def launch(worker: Callable[..., Any], nproc: int, *args: Any) -> None:
             while any(p.exitcode is None for p in processes):
                 wait([p.sentinel for p in processes if p.exitcode is None], timeout=1.0)
                 if any(p.exitcode for p in processes):
+                    _wait_for_all(processes, GRACE)
                     raise WorkerFailed(_failure(processes, Path(errors)))
         finally:
             for process in processes:
@@ -254,9 +279,17 @@ def launch(worker: Callable[..., Any], nproc: int, *args: Any) -> None:
                 process.join()
 
 
+def _wait_for_all(processes: list[Any], seconds: float) -> None:
+    """Wait until every process has ended, for at most ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while any(p.exitcode is None for p in processes) and time.monotonic() < deadline:
+        wait([p.sentinel for p in processes if p.exitcode is None], timeout=deadline - time.monotonic())
+
+
 def _worker(rank: int, nproc: int, port: int, errors: str, worker: Callable[..., Any], args: tuple[Any, ...]) -> None:
     """A process of :func:`launch`: torchrun's environment for ``rank``, then the worker; an
-    error is written, as one line, to ``errors/RANK`` for the launcher to report."""
+    error is written to ``errors/RANK`` for the launcher to report: when it was raised (the
+    machine's monotonic clock, which every process shares) and the error in one line."""
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(nproc), LOCAL_WORLD_SIZE=str(nproc),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     if "OMP_NUM_THREADS" not in os.environ:
@@ -264,20 +297,25 @@ def _worker(rank: int, nproc: int, port: int, errors: str, worker: Callable[...,
     try:
         worker(*args)
     except BaseException as e:  # noqa: BLE001  (reported by the launcher, as the CLI reports errors)
-        Path(errors, str(rank)).write_text(" ".join(f"{type(e).__name__}: {e}".split()))
+        raised = getattr(e, "raised_ns", time.monotonic_ns())  # raised in :func:`joined`: when
+        Path(errors, str(rank)).write_text(f"{raised} " + " ".join(f"{type(e).__name__}: {e}".split()))
         sys.exit(1)
 
 
 def _failure(processes: list[Any], errors: Path) -> str:
-    """The sentence naming a failed process: one killed by a signal before one that raised,
-    since the others' errors (a closed connection) follow from it."""
+    """The sentence naming the failure's cause: a process killed by a signal (it wrote no
+    error), else the process whose error was raised first, else one that exited with an error
+    status without writing one."""
     n = len(processes)
     for rank, process in enumerate(processes):
         if process.exitcode is not None and process.exitcode < 0:
             return f"process {rank} of {n} was killed by {signal.Signals(-process.exitcode).name}; the others were stopped"
+    written = {rank: errors.joinpath(str(rank)).read_text().split(" ", 1) for rank in range(n)
+               if errors.joinpath(str(rank)).exists()}
+    if written:
+        rank = min(written, key=lambda r: int(written[r][0]))
+        return f"process {rank} of {n} failed: {written[rank][1]}; the others were stopped"
     for rank, process in enumerate(processes):
         if process.exitcode:
-            report = errors / str(rank)
-            what = f"failed: {report.read_text()}" if report.exists() else f"exited with status {process.exitcode}"
-            return f"process {rank} of {n} {what}; the others were stopped"
+            return f"process {rank} of {n} exited with status {process.exitcode}; the others were stopped"
     raise AssertionError("no process failed")

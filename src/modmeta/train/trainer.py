@@ -86,7 +86,7 @@ class Trainer:
       bound but stays finite); ``None`` turns either guard off.
     - ``distributed``: this process is one rank of :mod:`torch.distributed`'s default process
       group (``modmeta train --nproc N``, or ``torchrun`` and
-      :func:`modmeta.distributed.init`): every rank draws the same meta-batch and
+      :func:`modmeta.distributed.joined`): every rank draws the same meta-batch and
       computes the meta-gradient of its share of the tasks, the ranks combine them (see
       :mod:`modmeta.distributed`) and step identically; all ranks start from rank 0's
       state, and only rank 0 logs, validates, writes the run folder and calls the callbacks.
@@ -142,7 +142,7 @@ class Trainer:
             raise ValueError(f"autocast must be one of {', '.join(AUTOCAST)} (or None: off), got {autocast!r}")
         if distributed and not dist.is_initialized():
             raise ValueError("distributed=True needs torch.distributed's default process group: run under torchrun "
-                             "(or modmeta train --nproc N) and call modmeta.distributed.init(device) first")
+                             "(or modmeta train --nproc N) and train inside modmeta.distributed.joined(device)")
         self._rank, self._world = rank_and_world() if distributed else (0, 1)
         if meta_batch < self._world:
             raise ValueError(f"meta_batch ({meta_batch}) must be at least the number of processes ({self._world}): "
