@@ -33,13 +33,16 @@ and TorchOpt on the same weights and data (largest absolute difference).
 
 ``--malloc keep`` makes every case process, whichever library it measures, keep freed memory
 for reuse first (:func:`modmeta.train.keep_freed_memory`, what ``modmeta``'s own commands do
-for their process); ``--models`` restricts the run to some networks.
+for their process), ``--malloc thp`` puts torch's large blocks on huge pages in every case
+process; ``--models`` restricts the run to some networks, ``--execution`` makes modmeta run one
+execution on every network instead of auto's guess.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -130,8 +133,10 @@ def higher_step(net: nn.Module, batch: mm.tasks.TaskBatch, lr: float, first_orde
                 p.grad = g if p.grad is None else p.grad + g
 
 
-def stepper(library: str, model: str, order: str, device: str) -> tuple[Callable[[], None], nn.Module]:
-    """One meta-iteration of ``library`` (or the limit) as a function, and the module it trains."""
+def stepper(library: str, model: str, order: str, device: str,
+            execution: str = "auto") -> tuple[Callable[[], None], nn.Module]:
+    """One meta-iteration of ``library`` (or the limit) as a function, and the module it trains;
+    modmeta runs ``execution`` ("auto": the execution auto guesses for the network)."""
     batch = tasks(model, device)
     first_order = order == "first"
     if library == "limit":
@@ -144,7 +149,7 @@ def stepper(library: str, model: str, order: str, device: str) -> tuple[Callable
         net = network(model)
         # auto's guess for this network at this thread count (its timing iterations, which keep
         # it or another candidate, are not among those measured)
-        execution = mm.meta.execution.resolve("auto", net)
+        execution = mm.meta.execution.resolve(execution, net)
         learner = mm.learners.GradientLearner(net, inner=mm.adapt.sgd(INNER_LR[model]),
                                               outer=outer, execution=execution).to(device)
         return lambda: learner.meta_backward(batch), learner
@@ -153,7 +158,7 @@ def stepper(library: str, model: str, order: str, device: str) -> tuple[Callable
     return lambda: run(net, batch, INNER_LR[model], first_order), net
 
 
-def measure(case: dict, device: str) -> dict:
+def measure(case: dict, device: str, execution: str = "auto") -> dict:
     """Wall-clock ms per iteration (after a warm-up) and peak memory of one case, in this process."""
     repeats = 20 if case["model"] == "sine" else 2
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
@@ -164,7 +169,7 @@ def measure(case: dict, device: str) -> dict:
     import torch._dynamo  # noqa: F401
 
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    step, module = stepper(case["library"], case["model"], case["order"], device)
+    step, module = stepper(case["library"], case["model"], case["order"], device, execution)
     ms = []
     for i in range(repeats + 1):
         module.zero_grad()
@@ -179,14 +184,14 @@ def measure(case: dict, device: str) -> dict:
     return {"ms": ms, "peak_mb": peak, "peak_delta_mb": peak - (0 if device == "cuda" else before)}
 
 
-def gradient_difference(model: str, order: str) -> dict:
+def gradient_difference(model: str, order: str, execution: str = "auto") -> dict:
     """The largest absolute difference between modmeta's and TorchOpt's meta-gradients on the
     same weights and tasks, in float32 (what the timed runs compute) and float64 (where rounding
     no longer hides a difference in the computation), and the largest absolute component."""
     found = {}
     for name, dtype in [("float32", torch.float32), ("float64", torch.float64)]:
         batch = tasks(model, "cpu").to("cpu", dtype)
-        learner = stepper("modmeta", model, order, "cpu")[1].to(dtype)
+        learner = stepper("modmeta", model, order, "cpu", execution)[1].to(dtype)
         learner.meta_backward(batch)
         peer = (network(model) if model == "sine" else peer_network(model)).to(dtype)
         torchopt_step(peer, batch, INNER_LR[model], order == "first")
@@ -246,25 +251,30 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--out", default="benchmarks/results/speed-peers.json")
     parser.add_argument("--models", nargs="+", default=MODELS, choices=MODELS)
-    parser.add_argument("--malloc", choices=["system", "keep"], default="system",
+    parser.add_argument("--malloc", choices=["system", "keep", "thp"], default="system",
                         help="keep: every case process (every library alike) first calls "
-                             "modmeta.train.keep_freed_memory, as modmeta's own commands do")
+                             "modmeta.train.keep_freed_memory, as modmeta's own commands do; thp: every "
+                             "case process runs with THP_MEM_ALLOC_ENABLE=1 (torch puts blocks of 2 MB "
+                             "and more on transparent huge pages, where the kernel allows it)")
+    parser.add_argument("--execution", default="auto", choices=mm.meta.execution.EXECUTIONS,
+                        help="modmeta's execution (default: the one auto guesses)")
     parser.add_argument("--case", help=argparse.SUPPRESS)  # internal: measure one case (JSON)
     args = parser.parse_args()
     if args.case:
         if args.malloc == "keep":
             mm.train.keep_freed_memory()
         torch.set_num_threads(args.threads[0])
-        print(json.dumps(measure(json.loads(args.case), args.device)))
+        print(json.dumps(measure(json.loads(args.case), args.device, args.execution)))
         return
+    env = os.environ | ({"THP_MEM_ALLOC_ENABLE": "1"} if args.malloc == "thp" else {})
     started = datetime.now(timezone.utc)
     runs: dict[str, list[dict]] = {}
     for r in range(args.rounds):
         for t in args.threads:
             for case in cases(args.models):
                 out = subprocess.run([sys.executable, __file__, "--case", json.dumps(case), "--threads", str(t),
-                                      "--device", args.device, "--malloc", args.malloc],
-                                     check=True, capture_output=True, text=True).stdout
+                                      "--device", args.device, "--malloc", args.malloc, "--execution", args.execution],
+                                     check=True, capture_output=True, text=True, env=env).stdout
                 runs.setdefault(key(case, t), []).append(json.loads(out))
                 print(f"round {r + 1} {key(case, t)}: {runs[key(case, t)][-1]}", flush=True)
     torch.set_num_threads(1)
@@ -272,12 +282,14 @@ def main() -> None:
     result = {
         "date": started.isoformat(timespec="seconds"),
         "machine": f"{cpu_name()}, {torch.get_num_threads()} of "
-                   f"{len(__import__('os').sched_getaffinity(0))} cores, torch {torch.__version__}, device {args.device}",
+                   f"{len(os.sched_getaffinity(0))} cores, torch {torch.__version__}, device {args.device}",
         "command": " ".join(["python", "benchmarks/speed_peers.py", *sys.argv[1:]]),
         "minutes": (datetime.now(timezone.utc) - started).total_seconds() / 60,
         "malloc": args.malloc,
+        "execution": args.execution,
         "ratios": ratios(med, args.threads, args.models),
-        "gradients_modmeta_vs_torchopt": {f"{m}/{o}": gradient_difference(m, o) for m in args.models for o in ORDERS},
+        "gradients_modmeta_vs_torchopt": {f"{m}/{o}": gradient_difference(m, o, args.execution)
+                                          for m in args.models for o in ORDERS},
         "cases": med,
     }
     with open(args.out, "w") as f:
