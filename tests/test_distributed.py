@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -184,6 +185,20 @@ def test_the_error_a_rank_raises_inside_the_group_is_reported_not_the_closed_con
     with pytest.raises(distributed.WorkerFailed, match=f"process {failing} of 2 failed: RuntimeError: rank gave up"):
         distributed.launch(leave_or_fail, 2, failing)  # the other rank waits at the barrier for it, then fails
     assert time.monotonic() - started < 30
+
+
+def test_the_report_prefers_an_outside_signal_then_the_first_error_then_an_abort(tmp_path: Path) -> None:
+    def ended(*codes: int) -> list[SimpleNamespace]:
+        return [SimpleNamespace(exitcode=c) for c in codes]
+
+    (tmp_path / "0").write_text("20 RuntimeError: Connection closed by peer")
+    (tmp_path / "2").write_text("10 RuntimeError: rank gave up")
+    cause = distributed._failure(ended(1, -int(signal.SIGABRT), 1), tmp_path)  # gloo aborted rank 1 after 2 left
+    assert cause == "process 2 of 3 failed: RuntimeError: rank gave up; the others were stopped"
+    cause = distributed._failure(ended(1, -int(signal.SIGKILL), 1), tmp_path)
+    assert cause == "process 1 of 3 was killed by SIGKILL; the others were stopped"
+    assert distributed._failure(ended(0, -int(signal.SIGABRT)), tmp_path / "none").startswith(
+        "process 1 of 2 was killed by SIGABRT")
 
 
 def test_ranks_leave_the_group_together() -> None:

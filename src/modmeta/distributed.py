@@ -254,8 +254,8 @@ def launch(worker: Callable[..., Any], nproc: int, *args: Any) -> None:
     the others get :data:`GRACE` seconds to end (a rank waiting on a collective with the
     failed one fails at once), then are killed (no rank waits on a collective that cannot
     complete), and :class:`WorkerFailed` names the cause in one line: a process killed by a
-    signal, else the error raised first (the others' errors, a closed connection, follow
-    from it).
+    signal, else the error raised first (the others' errors, a closed connection or an abort,
+    follow from it).
     """
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -303,18 +303,25 @@ def _worker(rank: int, nproc: int, port: int, errors: str, worker: Callable[...,
 
 
 def _failure(processes: list[Any], errors: Path) -> str:
-    """The sentence naming the failure's cause: a process killed by a signal (it wrote no
-    error), else the process whose error was raised first, else one that exited with an error
-    status without writing one."""
+    """The sentence naming the failure's cause: a process killed by a signal from outside (it
+    wrote no error), else the process whose error was raised first, else one that aborted or
+    exited with an error status without writing one. An abort comes after the errors because
+    gloo can abort a rank whose peer left the group (C++'s ``std::terminate``, "terminate called
+    without an active exception"): there the peer's error is the cause."""
     n = len(processes)
-    for rank, process in enumerate(processes):
-        if process.exitcode is not None and process.exitcode < 0:
-            return f"process {rank} of {n} was killed by {signal.Signals(-process.exitcode).name}; the others were stopped"
+    signals = {rank: signal.Signals(-p.exitcode) for rank, p in enumerate(processes)
+               if p.exitcode is not None and p.exitcode < 0}
+    for rank, sig in signals.items():
+        if sig != signal.SIGABRT:
+            return f"process {rank} of {n} was killed by {sig.name}; the others were stopped"
     written = {rank: errors.joinpath(str(rank)).read_text().split(" ", 1) for rank in range(n)
                if errors.joinpath(str(rank)).exists()}
     if written:
         rank = min(written, key=lambda r: int(written[r][0]))
         return f"process {rank} of {n} failed: {written[rank][1]}; the others were stopped"
+    if signals:
+        rank, sig = next(iter(signals.items()))
+        return f"process {rank} of {n} was killed by {sig.name}; the others were stopped"
     for rank, process in enumerate(processes):
         if process.exitcode:
             return f"process {rank} of {n} exited with status {process.exitcode}; the others were stopped"
