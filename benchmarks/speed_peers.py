@@ -281,8 +281,8 @@ def main() -> None:
     med = summarise(runs)
     result = {
         "date": started.isoformat(timespec="seconds"),
-        "machine": f"{cpu_name()}, {torch.get_num_threads()} of "
-                   f"{len(os.sched_getaffinity(0))} cores, torch {torch.__version__}, device {args.device}",
+        "machine": f"{cpu_name()}, {len(os.sched_getaffinity(0))} cores (threads per case: "
+                   f"{', '.join(map(str, args.threads))}), torch {torch.__version__}, device {args.device}",
         "command": " ".join(["python", "benchmarks/speed_peers.py", *sys.argv[1:]]),
         "minutes": (datetime.now(timezone.utc) - started).total_seconds() / 60,
         "malloc": args.malloc,
