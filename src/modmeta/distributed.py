@@ -297,7 +297,7 @@ def _worker(rank: int, nproc: int, port: int, errors: str, worker: Callable[...,
     try:
         worker(*args)
     except BaseException as e:  # noqa: BLE001  (reported by the launcher, as the CLI reports errors)
-        raised = getattr(e, "raised_ns", time.monotonic_ns())  # raised in :func:`joined`: when
+        raised = getattr(e, "raised_ns", time.monotonic_ns())  # stamped by joined() before it left the group
         Path(errors, str(rank)).write_text(f"{raised} " + " ".join(f"{type(e).__name__}: {e}".split()))
         sys.exit(1)
 
