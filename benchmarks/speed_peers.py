@@ -147,8 +147,8 @@ def stepper(library: str, model: str, order: str, device: str,
     if library == "modmeta":
         outer = mm.meta.outer.first_order() if first_order else mm.meta.outer.exact()
         net = network(model)
-        # auto's guess for this network at this thread count (its timing iterations, which keep
-        # it or another candidate, are not among those measured)
+        # "auto" runs its guess for this network at this thread count (its timing iterations,
+        # which keep it or another candidate, are not among those measured)
         execution = mm.meta.execution.resolve(execution, net)
         learner = mm.learners.GradientLearner(net, inner=mm.adapt.sgd(INNER_LR[model]),
                                               outer=outer, execution=execution).to(device)
